@@ -1,0 +1,663 @@
+//! The bus: names, subscriptions and shards, and the handles to them. Everything here is
+//! control plane (it may lock and allocate); the hot path is in `publisher` and `shard`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+
+use crossbeam_channel::{unbounded, Sender};
+
+use crate::clock::Clock;
+use crate::config::{BusBuilder, Config, RunMode};
+use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::event::{Event, DEFAULT_SLOT};
+use crate::intake::Intake;
+use crate::lanes::lane_set;
+use crate::names::{AgentId, EventType, MetaKey, Names};
+use crate::outcome::Outcome;
+use crate::priority::Priority;
+use crate::publisher::{Publisher, MAX_PUBLISHERS};
+use crate::router::{NewMember, Router};
+use crate::shard::{Control, Shard, ShardShared};
+use crate::stats::{BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats};
+use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
+use crate::targets::{Footprint, ShardTargets, TargetCounts};
+use crate::wait::Waiter;
+
+/// State shared by the bus, its publishers and its workers.
+pub(crate) struct Shared<const SLOT: usize> {
+    pub(crate) config: Config,
+    pub(crate) clock: Clock,
+    pub(crate) intake: Intake,
+    pub(crate) targets: ShardTargets,
+    /// Interned counts, mirrored from `plane.names` for lock-free id checks.
+    agent_count: AtomicU32,
+    type_count: AtomicU32,
+    pub(crate) control: Vec<Sender<Control<SLOT>>>,
+    pub(crate) shards: Vec<Arc<ShardShared>>,
+    pub(crate) dead_letters: DeadLetters<SLOT>,
+    plane: Mutex<Plane>,
+}
+
+/// Control-plane bookkeeping, under one lock.
+#[derive(Default)]
+struct Plane {
+    names: Names,
+    subscriptions: HashMap<SubscriptionId, SubRecord>,
+    groups: HashMap<String, GroupId>,
+    group_records: Vec<GroupRecord>,
+    counts: TargetCounts,
+    /// Control messages sent per shard (compared with each shard's `applied`).
+    sent: Vec<u64>,
+    publishers: Vec<Arc<PublisherCounters>>,
+    next_subscription: u64,
+    next_shard: usize,
+}
+
+struct SubRecord {
+    footprint: Footprint,
+    counters: Arc<SubscriptionCounters>,
+}
+
+struct GroupRecord {
+    footprint: Footprint,
+    retry: crate::backoff::RetryPolicy,
+}
+
+impl<const SLOT: usize> Shared<SLOT> {
+    pub(crate) fn agent_count(&self) -> u32 {
+        self.agent_count.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn type_count(&self) -> u32 {
+        self.type_count.load(Ordering::Acquire)
+    }
+
+    fn plane(&self) -> MutexGuard<'_, Plane> {
+        // Control-plane operations finish their updates before anything can panic, so
+        // the state behind a poisoned lock is consistent.
+        self.plane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a control message to a shard, counting it for `unsubscribe`'s wait.
+    fn send(&self, plane: &mut Plane, shard: usize, msg: Control<SLOT>) -> u64 {
+        // A shard whose receiver is gone has stopped; the bus is closed then.
+        let _ = self.control[shard].send(msg);
+        plane.sent[shard] += 1;
+        plane.sent[shard]
+    }
+
+    /// Records an event nobody subscribed to in the dead letters, if the bus is set to.
+    pub(crate) fn dead_letter_unroutable(&self, event: &Event<SLOT>) {
+        if !self.config.dead_letter_unroutable {
+            return;
+        }
+        let now = self.clock.now_ns();
+        self.dead_letters.record(DeadLetter {
+            event: event.clone(),
+            envelope: Envelope::default(),
+            subscription: None,
+            reason: DeadReason::NoSubscriber,
+            attempts: 0,
+            last_error: None,
+            first_attempt_ns: now,
+            last_attempt_ns: now,
+            shard: 0,
+        });
+    }
+}
+
+/// An in-process event bus. See the crate documentation for the picture and the contract.
+pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
+    shared: Arc<Shared<SLOT>>,
+    /// Poll mode: the shards until `take_shards`.
+    shards: Mutex<Option<Vec<Shard<SLOT>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    worker_threads: Vec<ThreadId>,
+}
+
+impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bus")
+            .field("shards", &self.shared.config.shards)
+            .field("mode", &self.shared.config.mode)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus<DEFAULT_SLOT> {
+    /// A builder for a bus with the default 256-byte slot.
+    pub fn builder() -> BusBuilder<DEFAULT_SLOT> {
+        BusBuilder::new()
+    }
+}
+
+impl<const SLOT: usize> Bus<SLOT> {
+    /// A builder for a bus with `SLOT`-byte slots.
+    pub fn builder_with_slot() -> BusBuilder<SLOT> {
+        BusBuilder::new()
+    }
+
+    pub(crate) fn from_config(config: Config) -> Result<Self, BusError> {
+        let n = config.shards;
+        let mut senders = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = unbounded();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
+        let names = Names::new();
+        let shared = Arc::new(Shared {
+            clock: config.clock.clone(),
+            intake: Intake::default(),
+            targets: ShardTargets::default(),
+            agent_count: AtomicU32::new(names.agent_count()),
+            type_count: AtomicU32::new(names.event_type_count()),
+            control: senders,
+            shards: shard_shared.clone(),
+            dead_letters: DeadLetters::new(
+                config.dead_letter_capacity,
+                config.dead_letter_policy,
+                None,
+            ),
+            plane: Mutex::new(Plane {
+                names,
+                sent: vec![0; n],
+                ..Plane::default()
+            }),
+            config,
+        });
+        let shards: Vec<Shard<SLOT>> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| {
+                Shard::new(
+                    i,
+                    Router::new().with_default_retry(shared.config.retry),
+                    rx,
+                    Arc::clone(&shard_shared[i]),
+                    shared.clock.clone(),
+                    shared.config.starvation_guard,
+                )
+            })
+            .collect();
+        let mut bus = Bus {
+            shared,
+            shards: Mutex::new(None),
+            workers: Mutex::new(Vec::new()),
+            worker_threads: Vec::new(),
+        };
+        match bus.shared.config.mode {
+            RunMode::Poll => *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards),
+            RunMode::Workers { pin } => bus.spawn_workers(shards, pin)?,
+        }
+        Ok(bus)
+    }
+
+    fn spawn_workers(&mut self, shards: Vec<Shard<SLOT>>, pin: bool) -> Result<(), BusError> {
+        let cores = if pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let wait = self.shared.config.wait;
+        let mut handles = Vec::new();
+        for (i, mut shard) in shards.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let stats = Arc::clone(&self.shared.shards[i]);
+            let handle = std::thread::Builder::new()
+                .name(format!("dreamnet-shard-{i}"))
+                .spawn(move || {
+                    if pin {
+                        let pinned = core.is_some_and(core_affinity::set_for_current);
+                        if !pinned {
+                            stats.counters.pin_failed.incr();
+                        }
+                    }
+                    run_worker(&mut shard, wait);
+                })
+                .map_err(|e| BusError::Spawn(e.to_string()))?;
+            self.worker_threads.push(handle.thread().id());
+            handles.push(handle);
+        }
+        *self.workers.get_mut().unwrap_or_else(|p| p.into_inner()) = handles;
+        Ok(())
+    }
+
+    /// The configuration the bus was built with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The bus clock, in nanoseconds (what timestamps and deadlines are measured in).
+    pub fn now_ns(&self) -> u64 {
+        self.shared.clock.now_ns()
+    }
+
+    /// Interns an agent name (idempotent).
+    pub fn register_agent(&self, name: &str) -> Result<AgentId, BusError> {
+        let mut plane = self.shared.plane();
+        let id = plane.names.intern_agent(name)?;
+        self.shared
+            .agent_count
+            .store(plane.names.agent_count(), Ordering::Release);
+        Ok(id)
+    }
+
+    /// Interns a custom event type (idempotent; a built-in name returns the built-in type).
+    pub fn register_event_type(&self, name: &str) -> Result<EventType, BusError> {
+        let mut plane = self.shared.plane();
+        let ty = plane.names.intern_event_type(name)?;
+        self.shared
+            .type_count
+            .store(plane.names.event_type_count(), Ordering::Release);
+        Ok(ty)
+    }
+
+    /// Interns a metadata key (idempotent).
+    pub fn register_meta_key(&self, name: &str) -> Result<MetaKey, BusError> {
+        Ok(self.shared.plane().names.intern_meta_key(name)?)
+    }
+
+    /// The id of an agent registered before.
+    pub fn agent(&self, name: &str) -> Option<AgentId> {
+        self.shared.plane().names.agent(name)
+    }
+
+    /// The event type registered under `name`.
+    pub fn event_type(&self, name: &str) -> Option<EventType> {
+        self.shared.plane().names.event_type(name)
+    }
+
+    /// The name of an agent.
+    pub fn agent_name(&self, agent: AgentId) -> Option<String> {
+        self.shared.plane().names.agent_name(agent).map(str::to_owned)
+    }
+
+    /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
+    /// One per producing thread. Allocates its rings (4 per shard) here, not later.
+    pub fn publisher(&self, agent: AgentId) -> Result<Publisher<SLOT>, BusError> {
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let mut plane = self.shared.plane();
+        if agent.raw() >= plane.names.agent_count() {
+            return Err(BusError::UnknownAgent(agent.raw()));
+        }
+        let index = plane.publishers.len();
+        if index >= MAX_PUBLISHERS {
+            return Err(BusError::TooManyPublishers {
+                max: MAX_PUBLISHERS,
+            });
+        }
+        let n = self.shared.config.shards;
+        let counters = Arc::new(PublisherCounters::new(n));
+        plane.publishers.push(Arc::clone(&counters));
+        let mut producers = Vec::with_capacity(n);
+        for shard in 0..n {
+            let (p, c) = lane_set::<SLOT>(self.shared.config.ring_capacity);
+            producers.push(p);
+            self.shared.send(
+                &mut plane,
+                shard,
+                Control::Lanes {
+                    publisher: index as u32,
+                    consumers: Box::new(c),
+                },
+            );
+        }
+        drop(plane);
+        Ok(Publisher::new(
+            agent,
+            index as u32,
+            producers.into_boxed_slice(),
+            Arc::clone(&self.shared),
+            counters,
+            self.shared.intake.register(),
+        ))
+    }
+
+    /// Subscribes `handler` to what `filter` passes (broadcasts; see [`Subscription`] for
+    /// direct routing, shard placement and retry policy). Takes effect while traffic flows:
+    /// events published after this returns reach the handler.
+    pub fn subscribe<F>(&self, filter: Filter, handler: F) -> Result<SubscriptionId, BusError>
+    where
+        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
+    {
+        self.subscribe_with(Subscription::new(filter), handler)
+    }
+
+    /// Subscribes with full options.
+    pub fn subscribe_with<F>(
+        &self,
+        subscription: Subscription,
+        handler: F,
+    ) -> Result<SubscriptionId, BusError>
+    where
+        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
+    {
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let mut plane = self.shared.plane();
+        let shard = self.place(&mut plane, &subscription)?;
+        let footprint = footprint(&subscription, shard);
+        let id = SubscriptionId(plane.next_subscription);
+        plane.next_subscription += 1;
+        let counters = Arc::new(SubscriptionCounters::default());
+        let member = NewMember {
+            id,
+            handler: Box::new(handler),
+            retry: subscription.retry.unwrap_or(self.shared.config.retry),
+            counters: Arc::clone(&counters),
+        };
+        self.shared.send(
+            &mut plane,
+            shard,
+            Control::Subscribe {
+                filter: subscription.filter,
+                agent: subscription.agent,
+                member,
+            },
+        );
+        // Bits are set after the shard's message is queued, so a publish that sees them
+        // finds the subscription applied before its event is dispatched.
+        let Plane { counts, .. } = &mut *plane;
+        self.shared.targets.apply(counts, &footprint, 1);
+        plane
+            .subscriptions
+            .insert(id, SubRecord { footprint, counters });
+        Ok(id)
+    }
+
+    /// Creates a load-balanced group: each event that passes the subscription's filter
+    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`].
+    pub fn group(
+        &self,
+        name: &str,
+        subscription: Subscription,
+        balance: Balance,
+    ) -> Result<GroupId, BusError> {
+        crate::names::validate_name(name)?;
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let mut plane = self.shared.plane();
+        if plane.groups.contains_key(name) {
+            return Err(BusError::GroupExists(name.to_owned()));
+        }
+        let shard = self.place(&mut plane, &subscription)?;
+        let group = GroupId(plane.group_records.len() as u32);
+        plane.group_records.push(GroupRecord {
+            footprint: footprint(&subscription, shard),
+            retry: subscription.retry.unwrap_or(self.shared.config.retry),
+        });
+        plane.groups.insert(name.to_owned(), group);
+        self.shared.send(
+            &mut plane,
+            shard,
+            Control::AddGroup {
+                group,
+                filter: subscription.filter,
+                agent: subscription.agent,
+                balance,
+            },
+        );
+        Ok(group)
+    }
+
+    /// Adds a member to a group; returns its subscription id (unsubscribe it to leave).
+    pub fn join<F>(&self, group: GroupId, handler: F) -> Result<SubscriptionId, BusError>
+    where
+        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
+    {
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let mut plane = self.shared.plane();
+        let Some(record) = plane.group_records.get(group.0 as usize) else {
+            return Err(BusError::UnknownGroup(group.0));
+        };
+        let footprint = record.footprint.clone();
+        let retry = record.retry;
+        let id = SubscriptionId(plane.next_subscription);
+        plane.next_subscription += 1;
+        let counters = Arc::new(SubscriptionCounters::default());
+        let member = NewMember {
+            id,
+            handler: Box::new(handler),
+            retry,
+            counters: Arc::clone(&counters),
+        };
+        self.shared
+            .send(&mut plane, footprint.shard, Control::Join { group, member });
+        let Plane { counts, .. } = &mut *plane;
+        self.shared.targets.apply(counts, &footprint, 1);
+        plane
+            .subscriptions
+            .insert(id, SubRecord { footprint, counters });
+        Ok(id)
+    }
+
+    /// Removes a subscription. Unsubscribing twice is `UnknownSubscription`.
+    ///
+    /// Guarantee: in worker mode this returns after the owning shard has applied the
+    /// removal, so no event is delivered to the handler after it returns (unless it is
+    /// called from a handler on that same shard, where it cannot wait: then the removal
+    /// applies at the shard's next poll). In poll mode the removal applies at the start of
+    /// the owning shard's next `poll`, before that poll dispatches anything.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), BusError> {
+        let mut plane = self.shared.plane();
+        let record = plane
+            .subscriptions
+            .remove(&id)
+            .ok_or(BusError::UnknownSubscription(id))?;
+        let shard = record.footprint.shard;
+        let Plane { counts, .. } = &mut *plane;
+        self.shared.targets.apply(counts, &record.footprint, -1);
+        let ticket = self
+            .shared
+            .send(&mut plane, shard, Control::Unsubscribe { id });
+        drop(plane);
+        let on_own_worker = self
+            .worker_threads
+            .get(shard)
+            .is_some_and(|t| *t == std::thread::current().id());
+        let running = !self.shared.shards[shard].stopped.load(Ordering::Acquire);
+        if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker && running
+        {
+            let mut waiter = Waiter::new(self.shared.config.wait);
+            while self.shared.shards[shard].applied.load(Ordering::Acquire) < ticket
+                && !self.shared.shards[shard].stopped.load(Ordering::Acquire)
+            {
+                waiter.wait();
+            }
+        }
+        Ok(())
+    }
+
+    /// A subscription's counts, if it is still subscribed.
+    pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
+        self.shared
+            .plane()
+            .subscriptions
+            .get(&id)
+            .map(|r| r.counters.snapshot())
+    }
+
+    /// Poll mode: takes the shards, to run with [`Shard::poll`] in your own loop. Once.
+    pub fn take_shards(&self) -> Result<Vec<Shard<SLOT>>, BusError> {
+        if !matches!(self.shared.config.mode, RunMode::Poll) {
+            return Err(BusError::ShardsUnavailable("the bus runs its own workers"));
+        }
+        self.shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(BusError::ShardsUnavailable("already taken"))
+    }
+
+    /// Stops intake, drains what was accepted, and (worker mode) joins the workers.
+    ///
+    /// After `close` starts, publishes return `Closed` with the event. Every event accepted
+    /// before is delivered: worker mode drains before `close` returns; in poll mode the
+    /// shards not yet taken are drained here, and taken shards drain on your next polls
+    /// (`Shard::drain`). Idempotent.
+    pub fn close(&self) {
+        self.shared.intake.close();
+        {
+            let mut plane = self.shared.plane();
+            for shard in 0..self.shared.config.shards {
+                self.shared.send(&mut plane, shard, Control::Stop);
+            }
+        }
+        if let Some(shards) = self
+            .shards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            for shard in shards {
+                shard.drain();
+            }
+        }
+        let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in handles {
+            // A worker that panicked outside a handler has nothing left to join.
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether `close` has been called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.intake.is_closed()
+    }
+
+    /// The dead letters.
+    pub fn dead_letters(&self) -> &DeadLetters<SLOT> {
+        &self.shared.dead_letters
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> BusStats {
+        let plane = self.shared.plane();
+        let n = self.shared.config.shards;
+        let mut stats = BusStats::default();
+        for (s, shard) in self.shared.shards.iter().enumerate() {
+            let c = &shard.counters;
+            let mut st = ShardStats {
+                dispatched: c.dispatched.snapshot(),
+                delivered: c.delivered.snapshot(),
+                unmatched: c.unmatched.snapshot(),
+                panicked: c.panicked.get(),
+                retries_scheduled: c.retries_scheduled.get(),
+                retries_fired: c.retries_fired.get(),
+                dead_lettered: c.dead_lettered.get(),
+                scheduled_fired: c.scheduled_fired.get(),
+                redriven: c.redriven.get(),
+                pin_failed: c.pin_failed.get() > 0,
+                ..ShardStats::default()
+            };
+            for p in &plane.publishers {
+                if let Some(ps) = p.shards.get(s) {
+                    for level in Priority::ALL {
+                        st.published[level.index()] += ps.enqueued.get(level);
+                        st.rejected_full[level.index()] += ps.rejected_full.get(level);
+                    }
+                }
+            }
+            for level in 0..Priority::COUNT {
+                st.queued[level] = st.published[level].saturating_sub(st.dispatched[level]);
+            }
+            debug_assert!(s < n);
+            stats.shards.push(st);
+        }
+        for p in &plane.publishers {
+            stats.published += p.published.total();
+            stats.unroutable += p.unroutable.total();
+            stats.rejected_full += p.rejected_full.total();
+            stats.rejected_closed += p.rejected_closed.get();
+            stats.rejected_invalid += p.rejected_invalid.get();
+        }
+        drop(plane);
+        stats.dead_letters_dropped = self.shared.dead_letters.dropped();
+        stats
+    }
+
+    /// Picks a subscription's shard and checks its ids.
+    fn place(&self, plane: &mut Plane, s: &Subscription) -> Result<usize, BusError> {
+        let shards = self.shared.config.shards;
+        for t in s.filter.types() {
+            if u32::from(t.raw()) >= plane.names.event_type_count() {
+                return Err(BusError::UnknownEventType(t.raw()));
+            }
+        }
+        for a in s.agent.iter().chain(s.filter.destination.iter()) {
+            if a.raw() >= plane.names.agent_count() {
+                return Err(BusError::UnknownAgent(a.raw()));
+            }
+        }
+        if let Some(src) = s.filter.source {
+            if src.raw() >= plane.names.agent_count() {
+                return Err(BusError::UnknownAgent(src.raw()));
+            }
+        }
+        match s.shard {
+            Some(index) if index >= shards => Err(BusError::NoSuchShard { index, shards }),
+            Some(index) => Ok(index),
+            None => {
+                let index = plane.next_shard % shards;
+                plane.next_shard += 1;
+                Ok(index)
+            }
+        }
+    }
+}
+
+impl<const SLOT: usize> Drop for Bus<SLOT> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// What a subscription adds to the shard masks.
+fn footprint(s: &Subscription, shard: usize) -> Footprint {
+    let mut destinations: Vec<AgentId> = s.agent.into_iter().collect();
+    if let Some(d) = s.filter.destination {
+        if !destinations.contains(&d) {
+            destinations.push(d);
+        }
+    }
+    Footprint {
+        shard,
+        types: s.filter.types().to_vec(),
+        destinations,
+    }
+}
+
+/// A worker's loop: poll, wait when idle, and after `Stop`, drain and leave.
+fn run_worker<const SLOT: usize>(shard: &mut Shard<SLOT>, wait: crate::wait::WaitStrategy) {
+    let mut waiter = Waiter::new(wait);
+    loop {
+        if shard.poll(256) > 0 {
+            waiter.reset();
+            continue;
+        }
+        if shard.stop_requested() {
+            // Intake closed before Stop was sent, so what the rings hold now is final.
+            shard.drain();
+            if shard.is_idle() {
+                shard.mark_stopped();
+                return;
+            }
+            continue;
+        }
+        waiter.wait();
+    }
+}

@@ -1,0 +1,66 @@
+//! The bus clock: nanoseconds since the bus started, monotonic. Timestamps, deadlines,
+//! retries and scheduled delivery all read it. Tests swap in a [`ManualClock`] so time
+//! moves only when they say.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A clock the test moves by hand. Clones share the same time.
+///
+/// ```
+/// use dreamnet_bus::ManualClock;
+/// use std::time::Duration;
+/// let clock = ManualClock::new();
+/// clock.advance(Duration::from_millis(3));
+/// assert_eq!(clock.now_ns(), 3_000_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock at 0 ns.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The current time in nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+    /// Moves time forward by `by` (saturating).
+    pub fn advance(&self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.now_ns();
+        self.set_ns(now.saturating_add(ns));
+    }
+    /// Sets the time; a value earlier than now is ignored (the clock is monotonic).
+    pub fn set_ns(&self, ns: u64) {
+        self.0.fetch_max(ns, Ordering::AcqRel);
+    }
+}
+
+/// Which clock a bus reads.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// Real time: `Instant` since the bus was built.
+    Monotonic(Instant),
+    /// Time moved by hand.
+    Manual(ManualClock),
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::Monotonic(Instant::now())
+    }
+}
+
+impl Clock {
+    /// Nanoseconds since the clock's start.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        match self {
+            Clock::Monotonic(start) => start.elapsed().as_nanos() as u64,
+            Clock::Manual(m) => m.now_ns(),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Bus configuration and its builder. Every setting is checked in `build`, with a typed
+//! error for a bad value.
+
+use std::time::Duration;
+
+use crate::backoff::RetryPolicy;
+use crate::bus::Bus;
+use crate::clock::{Clock, ManualClock};
+use crate::dead_letters::FullPolicy;
+use crate::error::{BusError, ConfigError};
+use crate::event::DEFAULT_SLOT;
+use crate::priority::Priority;
+use crate::targets::MAX_SHARDS;
+use crate::wait::WaitStrategy;
+
+/// How shards run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// The bus runs one worker thread per shard; `pin` pins worker `i` to a core (a
+    /// failure to pin is reported in the shard's stats, and the worker runs unpinned).
+    Workers {
+        /// Pin workers to cores with `core_affinity`.
+        pin: bool,
+    },
+    /// No thread of ours: take the shards with `Bus::take_shards` and call `poll` in your
+    /// own loop.
+    Poll,
+}
+
+/// The checked configuration of a bus.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Number of shards, `1..=64`.
+    pub shards: usize,
+    /// Capacity of each publisher->shard ring, per priority; powers of two.
+    pub ring_capacity: [usize; Priority::COUNT],
+    /// How blocked publishers and idle workers wait.
+    pub wait: WaitStrategy,
+    /// Starvation guard: see [`crate::Shard`].
+    pub starvation_guard: u32,
+    /// How shards run.
+    pub mode: RunMode,
+    /// The clock.
+    pub clock: Clock,
+    /// Retry policy for subscriptions that do not set their own.
+    pub retry: RetryPolicy,
+    /// Timer wheel tick.
+    pub tick: Duration,
+    /// Capacity of each shard's timer wheel (pending retries and scheduled events).
+    pub timer_capacity: usize,
+    /// Capacity of the dead-letter ring.
+    pub dead_letter_capacity: usize,
+    /// What the dead-letter ring does when full.
+    pub dead_letter_policy: FullPolicy,
+    /// Whether events no subscription matched at publish time go to the dead letters.
+    pub dead_letter_unroutable: bool,
+    /// Seed for retry jitter (deterministic runs).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 1,
+            ring_capacity: [1024, 1024, 4096, 1024],
+            wait: WaitStrategy::default(),
+            starvation_guard: 64,
+            mode: RunMode::Workers { pin: false },
+            clock: Clock::default(),
+            retry: RetryPolicy::default(),
+            tick: Duration::from_millis(1),
+            timer_capacity: 4096,
+            dead_letter_capacity: 4096,
+            dead_letter_policy: FullPolicy::DropOldest,
+            dead_letter_unroutable: false,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Builds a [`Bus`]. `SLOT` is the event slot size in bytes (see [`crate::Event`]).
+///
+/// ```
+/// use dreamnet_bus::{Bus, RunMode};
+/// let bus = Bus::builder().shards(2).mode(RunMode::Poll).build()?;
+/// # drop(bus);
+/// # Ok::<(), dreamnet_bus::BusError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BusBuilder<const SLOT: usize = DEFAULT_SLOT> {
+    config: Config,
+}
+
+impl<const SLOT: usize> Default for BusBuilder<SLOT> {
+    fn default() -> Self {
+        BusBuilder {
+            config: Config::default(),
+        }
+    }
+}
+
+impl<const SLOT: usize> BusBuilder<SLOT> {
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of shards (default 1).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Ring capacity for one priority level (a power of two).
+    pub fn ring_capacity(mut self, level: Priority, capacity: usize) -> Self {
+        self.config.ring_capacity[level.index()] = capacity;
+        self
+    }
+
+    /// The same ring capacity for every level (a power of two).
+    pub fn ring_capacity_all(mut self, capacity: usize) -> Self {
+        self.config.ring_capacity = [capacity; Priority::COUNT];
+        self
+    }
+
+    /// How blocked publishers and idle workers wait (default: spin, yield, then park 50 µs).
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
+        self.config.wait = wait;
+        self
+    }
+
+    /// After `n` higher-priority events, a waiting lower level gets one (default 64).
+    pub fn starvation_guard(mut self, n: u32) -> Self {
+        self.config.starvation_guard = n;
+        self
+    }
+
+    /// Worker threads (default, unpinned) or the caller's own loop.
+    pub fn mode(mut self, mode: RunMode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// Shorthand for `mode(RunMode::Workers { pin })`.
+    pub fn pinned(self, pin: bool) -> Self {
+        self.mode(RunMode::Workers { pin })
+    }
+
+    /// Reads time from `clock` instead of the real clock.
+    pub fn manual_clock(mut self, clock: ManualClock) -> Self {
+        self.config.clock = Clock::Manual(clock);
+        self
+    }
+
+    /// The default retry policy.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// Timer wheel tick (default 1 ms).
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.config.tick = tick;
+        self
+    }
+
+    /// Pending retries and scheduled events each shard can hold (default 4096).
+    pub fn timer_capacity(mut self, n: usize) -> Self {
+        self.config.timer_capacity = n;
+        self
+    }
+
+    /// Dead-letter ring capacity (default 4096) and its policy when full.
+    pub fn dead_letters(mut self, capacity: usize, policy: FullPolicy) -> Self {
+        self.config.dead_letter_capacity = capacity;
+        self.config.dead_letter_policy = policy;
+        self
+    }
+
+    /// Send events that match no subscription at publish time to the dead letters
+    /// (reason `NoSubscriber`) instead of only counting them.
+    pub fn dead_letter_unroutable(mut self, on: bool) -> Self {
+        self.config.dead_letter_unroutable = on;
+        self
+    }
+
+    /// Seed for retry jitter.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Checks the configuration.
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let c = &self.config;
+        if c.shards == 0 {
+            return Err(ConfigError::Zero { what: "shards" });
+        }
+        if c.shards > MAX_SHARDS {
+            return Err(ConfigError::TooLarge {
+                what: "shards",
+                value: c.shards,
+                max: MAX_SHARDS,
+            });
+        }
+        for &cap in &c.ring_capacity {
+            if cap == 0 {
+                return Err(ConfigError::Zero {
+                    what: "ring capacity",
+                });
+            }
+            if !cap.is_power_of_two() {
+                return Err(ConfigError::NotPowerOfTwo {
+                    what: "ring capacity",
+                    value: cap,
+                });
+            }
+        }
+        if c.starvation_guard == 0 {
+            return Err(ConfigError::Zero {
+                what: "starvation guard",
+            });
+        }
+        if c.tick.is_zero() {
+            return Err(ConfigError::Zero { what: "tick" });
+        }
+        if c.timer_capacity == 0 {
+            return Err(ConfigError::Zero {
+                what: "timer capacity",
+            });
+        }
+        if c.timer_capacity > u32::MAX as usize / 2 {
+            return Err(ConfigError::TooLarge {
+                what: "timer capacity",
+                value: c.timer_capacity,
+                max: u32::MAX as usize / 2,
+            });
+        }
+        if c.dead_letter_capacity == 0 {
+            return Err(ConfigError::Zero {
+                what: "dead-letter capacity",
+            });
+        }
+        Ok(c.clone())
+    }
+
+    /// Builds the bus (and, in worker mode, starts its workers).
+    pub fn build(self) -> Result<Bus<SLOT>, BusError> {
+        let config = self.config()?;
+        Bus::from_config(config)
+    }
+}

@@ -1,0 +1,662 @@
+//! The event slot: one fixed-size, cache-line-aligned value that holds a header and an
+//! inline payload area. Moving an event never allocates; rings hold slots by value.
+//!
+//! ```text
+//!  offset  0 ........................ 96 ................................ SLOT
+//!          | Header (96 B, no padding) | payload area: one rkyv archive    |
+//! ```
+//!
+//! The payload offset (96) is a multiple of 16, and the slot is 64-byte aligned, so archived
+//! roots written at the start of the payload area are aligned for every rkyv type.
+//!
+//! Payloads are written with rkyv's low-level API straight into the payload area, with a
+//! fixed scratch area on the stack: nothing touches the heap. A payload that does not fit
+//! is [`PayloadError::TooLarge`], never a truncation.
+//!
+//! Reading: [`Event::payload`] returns `&Archived<T>` with zero copy. Bytes that this
+//! process's own [`Event::set_payload`] wrote for the same `T` are read without validation;
+//! every other case (bytes from [`Event::from_bytes`], a different `T`) is validated with
+//! bytecheck first.
+
+use core::any::TypeId;
+use core::hash::{Hash, Hasher};
+use core::mem::MaybeUninit;
+
+use rkyv::api::low::{to_bytes_in_with_alloc, LowSerializer, LowValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::Failure;
+use rkyv::ser::allocator::SubAllocator;
+use rkyv::ser::writer::{Buffer, Positional};
+use rkyv::ser::Writer;
+use rkyv::{Archive, Serialize};
+
+use crate::error::{BusError, DecodeError, PayloadError};
+use crate::names::{AgentId, EventType, MetaKey};
+use crate::priority::Priority;
+
+/// The header size in bytes; the payload area starts here.
+pub const HEADER_SIZE: usize = 96;
+/// The default slot size: four cache lines, 160 bytes of payload.
+pub const DEFAULT_SLOT: usize = 256;
+/// How many inline metadata entries a header holds.
+pub const META_ENTRIES: usize = 3;
+/// Bytes of stack scratch space a payload serialisation may use (for rkyv's allocator).
+pub const SCRATCH_SIZE: usize = 512;
+
+/// Sentinel for "no agent" in the header's destination field (a broadcast).
+const NO_AGENT: u32 = u32::MAX;
+
+/// Header flag: the payload area holds an archive.
+const FLAG_HAS_PAYLOAD: u8 = 1 << 0;
+/// Header flag: the payload was written by `set_payload` in this process, and
+/// `payload_fingerprint` names the type it was written from. Cleared by `from_bytes`.
+const FLAG_LOCAL: u8 = 1 << 1;
+const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL;
+
+/// An event's fixed header. Every field is an integer and the layout has no padding, so any
+/// 96 bytes are a `Header` (validity of the *values* is checked by [`Event::from_bytes`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Unique across the bus; 0 until a publisher stamps it.
+    id: u64,
+    /// Nanoseconds on the bus clock at publish.
+    timestamp_ns: u64,
+    correlation_id: u64,
+    /// Nanoseconds on the bus clock; 0 means no deadline.
+    deadline_ns: u64,
+    /// Identifies the Rust type the payload was archived from (meaningful with FLAG_LOCAL).
+    payload_fingerprint: u64,
+    source: u32,
+    /// `NO_AGENT` for a broadcast.
+    destination: u32,
+    event_type: u16,
+    /// In `0..=payload capacity` (checked by every writer and by `from_bytes`).
+    payload_len: u16,
+    /// A valid `Priority` discriminant (checked by every writer and by `from_bytes`).
+    priority: u8,
+    flags: u8,
+    attempts: u16,
+    /// In `0..=META_ENTRIES`.
+    meta_len: u8,
+    reserved: [u8; 7],
+    meta_keys: [u16; META_ENTRIES],
+    reserved2: u16,
+    meta_values: [u64; META_ENTRIES],
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(HEADER_SIZE % 16 == 0);
+
+impl Header {
+    /// The event id, unique across the bus (0 before publish).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The event type.
+    pub fn event_type(&self) -> EventType {
+        EventType(self.event_type)
+    }
+    /// The publishing agent (stamped by the publisher handle).
+    pub fn source(&self) -> AgentId {
+        AgentId(self.source)
+    }
+    /// The destination agent, or `None` for a broadcast.
+    pub fn destination(&self) -> Option<AgentId> {
+        (self.destination != NO_AGENT).then_some(AgentId(self.destination))
+    }
+    /// The priority level.
+    pub fn priority(&self) -> Priority {
+        // Every writer stores a valid discriminant and `from_bytes` checks it.
+        Priority::from_u8(self.priority).unwrap_or(Priority::Low)
+    }
+    /// Publish time, nanoseconds on the bus clock.
+    pub fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+    /// The correlation id (0 if none was set).
+    pub fn correlation_id(&self) -> u64 {
+        self.correlation_id
+    }
+    /// The deadline on the bus clock, if one was set.
+    pub fn deadline_ns(&self) -> Option<u64> {
+        (self.deadline_ns != 0).then_some(self.deadline_ns)
+    }
+    /// How many delivery attempts were made before this one (0 on first delivery).
+    pub fn attempts(&self) -> u16 {
+        self.attempts
+    }
+    /// Length of the archived payload in bytes (0 without payload).
+    pub fn payload_len(&self) -> usize {
+        usize::from(self.payload_len)
+    }
+    /// Whether the event carries a payload.
+    pub fn has_payload(&self) -> bool {
+        self.flags & FLAG_HAS_PAYLOAD != 0
+    }
+    /// The value of metadata `key`, if present.
+    pub fn metadata(&self, key: MetaKey) -> Option<u64> {
+        self.metadata_entries()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+    /// All metadata entries, in insertion order.
+    pub fn metadata_entries(&self) -> impl Iterator<Item = (MetaKey, u64)> + '_ {
+        let n = usize::from(self.meta_len).min(META_ENTRIES);
+        (0..n).map(move |i| (MetaKey(self.meta_keys[i]), self.meta_values[i]))
+    }
+}
+
+/// One event: a fixed-size, 64-byte-aligned slot of `SLOT` bytes (header + payload area).
+///
+/// `SLOT` must be a multiple of 64 and at least 128 (checked at compile time).
+///
+/// ```
+/// use dreamnet_bus::{Event, EventType, Priority};
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// struct Task { id: u32, prompt: [u8; 8] }
+///
+/// let event: Event = Event::new(EventType::AGENT_TASK)
+///     .with_priority(Priority::High)
+///     .with_payload(&Task { id: 7, prompt: *b"generate" })?;
+/// let task = event.payload::<Task>()?;
+/// assert_eq!(task.id, 7);
+/// # Ok::<(), dreamnet_bus::PayloadError>(())
+/// ```
+#[repr(C, align(64))]
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event<const SLOT: usize = DEFAULT_SLOT> {
+    /// Header (first `HEADER_SIZE` bytes) then payload area. Always fully initialised.
+    bytes: [u8; SLOT],
+}
+
+impl<const SLOT: usize> core::fmt::Debug for Event<SLOT> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Event")
+            .field("header", self.header())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<const SLOT: usize> Event<SLOT> {
+    const VALID_SLOT: () = assert!(
+        SLOT % 64 == 0 && SLOT >= 128 && SLOT - HEADER_SIZE <= u16::MAX as usize,
+        "SLOT must be a multiple of 64, at least 128"
+    );
+
+    /// Bytes available for the archived payload.
+    pub const PAYLOAD_CAPACITY: usize = SLOT - HEADER_SIZE;
+
+    /// A new event of type `event_type`: normal priority, broadcast, no payload.
+    pub fn new(event_type: EventType) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID_SLOT;
+        let mut event = Event { bytes: [0; SLOT] };
+        let h = event.header_mut();
+        h.event_type = event_type.0;
+        h.destination = NO_AGENT;
+        h.priority = Priority::Normal as u8;
+        event
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: `bytes` is the first field of a `repr(C, align(64))` struct, so its start is
+        // 64-aligned (>= align_of::<Header>() == 8); SLOT >= 128 > HEADER_SIZE (VALID_SLOT,
+        // evaluated in `new`, the only constructor besides `from_bytes`, which checks the
+        // length); `Header` is `repr(C)`, integers only, without padding, so every byte
+        // pattern is a valid `Header`.
+        unsafe { &*self.bytes.as_ptr().cast::<Header>() }
+    }
+
+    pub(crate) fn header_mut(&mut self) -> &mut Header {
+        // SAFETY: as in `header`; and because `Header` has no padding, writes through this
+        // reference only ever store initialised bytes into `bytes`.
+        unsafe { &mut *self.bytes.as_mut_ptr().cast::<Header>() }
+    }
+
+    /// Sets the priority.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.header_mut().priority = priority as u8;
+        self
+    }
+
+    /// Addresses the event to one agent (direct routing). Without it, the event is a broadcast.
+    pub fn to(mut self, destination: AgentId) -> Self {
+        self.header_mut().destination = destination.0;
+        self
+    }
+
+    /// Makes the event a broadcast again.
+    pub fn to_all(mut self) -> Self {
+        self.header_mut().destination = NO_AGENT;
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: u64) -> Self {
+        self.header_mut().correlation_id = id;
+        self
+    }
+
+    /// Sets a deadline on the bus clock (nanoseconds; see `Bus::now_ns`). 0 clears it.
+    pub fn with_deadline_ns(mut self, deadline_ns: u64) -> Self {
+        self.header_mut().deadline_ns = deadline_ns;
+        self
+    }
+
+    /// Archives `value` into the payload area (see [`Event::set_payload`]).
+    pub fn with_payload<T: WritePayload>(mut self, value: &T) -> Result<Self, PayloadError> {
+        self.set_payload(value)?;
+        Ok(self)
+    }
+
+    /// Adds or replaces a metadata entry (see [`Event::set_metadata`]).
+    pub fn with_metadata(mut self, key: MetaKey, value: u64) -> Result<Self, BusError> {
+        self.set_metadata(key, value)?;
+        Ok(self)
+    }
+
+    /// Sets the priority in place.
+    pub fn set_priority(&mut self, priority: Priority) {
+        self.header_mut().priority = priority as u8;
+    }
+
+    /// Sets the correlation id in place.
+    pub fn set_correlation_id(&mut self, id: u64) {
+        self.header_mut().correlation_id = id;
+    }
+
+    /// Sets (or with `None` clears) the destination in place.
+    pub fn set_destination(&mut self, destination: Option<AgentId>) {
+        self.header_mut().destination = destination.map_or(NO_AGENT, |a| a.0);
+    }
+
+    /// Adds or replaces a metadata entry. At most [`META_ENTRIES`] distinct keys.
+    pub fn set_metadata(&mut self, key: MetaKey, value: u64) -> Result<(), BusError> {
+        let h = self.header_mut();
+        let n = usize::from(h.meta_len).min(META_ENTRIES);
+        if let Some(i) = h.meta_keys[..n].iter().position(|k| *k == key.0) {
+            h.meta_values[i] = value;
+            return Ok(());
+        }
+        if n == META_ENTRIES {
+            return Err(BusError::MetadataFull { max: META_ENTRIES });
+        }
+        h.meta_keys[n] = key.0;
+        h.meta_values[n] = value;
+        h.meta_len = n as u8 + 1;
+        Ok(())
+    }
+
+    /// Archives `value` straight into the payload area, replacing any payload.
+    ///
+    /// Nothing is allocated: rkyv writes into the slot and uses a fixed stack scratch area
+    /// of [`SCRATCH_SIZE`] bytes. On error the event has no payload.
+    pub fn set_payload<T: WritePayload>(&mut self, value: &T) -> Result<(), PayloadError> {
+        {
+            let h = self.header_mut();
+            h.flags &= !(FLAG_HAS_PAYLOAD | FLAG_LOCAL);
+            h.payload_len = 0;
+            h.payload_fingerprint = 0;
+        }
+        let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_SIZE];
+        let area = &mut self.bytes[HEADER_SIZE..];
+        let written = to_bytes_in_with_alloc::<_, _, Failure>(
+            value,
+            Buffer::from(area),
+            SubAllocator::new(&mut scratch),
+        )
+        .map(|buffer| buffer.pos());
+        match written {
+            Ok(len) => {
+                let h = self.header_mut();
+                // `len <= PAYLOAD_CAPACITY <= u16::MAX` (VALID_SLOT).
+                h.payload_len = len as u16;
+                h.payload_fingerprint = fingerprint::<T>();
+                h.flags |= FLAG_HAS_PAYLOAD | FLAG_LOCAL;
+                Ok(())
+            }
+            Err(Failure) => Err(classify_failure(value, Self::PAYLOAD_CAPACITY)),
+        }
+    }
+
+    /// The payload bytes (the archive), empty without payload.
+    pub fn payload_bytes(&self) -> &[u8] {
+        let len = self.header().payload_len().min(Self::PAYLOAD_CAPACITY);
+        &self.bytes[HEADER_SIZE..HEADER_SIZE + len]
+    }
+
+    /// The payload as `&Archived<T>`, with zero copy.
+    ///
+    /// Bytes written by this process's `set_payload::<T>` are read directly; anything else
+    /// (another `T`, bytes from [`Event::from_bytes`]) is validated first and refused with
+    /// [`PayloadError::Invalid`] if it is not a valid `Archived<T>`.
+    pub fn payload<T>(&self) -> Result<&T::Archived, PayloadError>
+    where
+        T: Archive + 'static,
+        T::Archived: for<'a> CheckBytes<LowValidator<'a, Failure>>,
+    {
+        let h = self.header();
+        if !h.has_payload() {
+            return Err(PayloadError::Missing);
+        }
+        let bytes = self.payload_bytes();
+        if h.flags & FLAG_LOCAL != 0 && h.payload_fingerprint == fingerprint::<T>() {
+            // SAFETY: FLAG_LOCAL is set only by `set_payload::<U>`, right after rkyv wrote a
+            // complete archive of a `U` of exactly `payload_len` bytes into the payload area,
+            // and it is cleared by every other way of changing those bytes (`set_payload`
+            // clears it first, `from_bytes` clears it). The fingerprint identifies `U`'s
+            // `TypeId`, and it equals `T`'s, so `U` is `T`: the bytes are a valid
+            // `Archived<T>` whose root sits at the end, as `access_unchecked` requires. The
+            // payload area is 16-aligned (offset 96 in a 64-aligned slot).
+            Ok(unsafe { rkyv::api::access_unchecked::<T::Archived>(bytes) })
+        } else {
+            rkyv::api::low::access::<T::Archived, Failure>(bytes).map_err(|_| PayloadError::Invalid)
+        }
+    }
+
+    /// The raw slot bytes, for a journal or a bridge. [`Event::from_bytes`] reads them back.
+    pub fn as_bytes(&self) -> &[u8; SLOT] {
+        &self.bytes
+    }
+
+    /// Validates bytes from outside the process and copies them into an event.
+    ///
+    /// Checks the length, the priority, the payload length, the metadata count, the flags
+    /// and the reserved bytes. The payload itself is validated when it is read
+    /// ([`Event::payload`] validates because the result is never marked local). Type and
+    /// agent ids are checked against a bus when the event is published there.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID_SLOT;
+        let Ok(array) = <[u8; SLOT]>::try_from(bytes) else {
+            return Err(DecodeError::WrongLength {
+                len: bytes.len(),
+                expected: SLOT,
+            });
+        };
+        let mut event = Event { bytes: array };
+        let h = event.header_mut();
+        if Priority::from_u8(h.priority).is_none() {
+            return Err(DecodeError::BadPriority(h.priority));
+        }
+        if h.flags & !KNOWN_FLAGS != 0 {
+            return Err(DecodeError::UnknownFlags(h.flags & !KNOWN_FLAGS));
+        }
+        if usize::from(h.payload_len) > Self::PAYLOAD_CAPACITY {
+            return Err(DecodeError::BadPayloadLength {
+                len: usize::from(h.payload_len),
+                capacity: Self::PAYLOAD_CAPACITY,
+            });
+        }
+        if h.flags & FLAG_HAS_PAYLOAD == 0 && h.payload_len != 0 {
+            return Err(DecodeError::BadPayloadLength {
+                len: usize::from(h.payload_len),
+                capacity: 0,
+            });
+        }
+        if usize::from(h.meta_len) > META_ENTRIES {
+            return Err(DecodeError::BadMetadataCount {
+                count: usize::from(h.meta_len),
+                max: META_ENTRIES,
+            });
+        }
+        if h.reserved != [0; 7] || h.reserved2 != 0 {
+            return Err(DecodeError::ReservedNotZero);
+        }
+        // Bytes from outside are never trusted for unchecked reads.
+        h.flags &= !FLAG_LOCAL;
+        h.payload_fingerprint = 0;
+        Ok(event)
+    }
+
+    pub(crate) fn stamp(&mut self, id: u64, source: AgentId, timestamp_ns: u64) {
+        let h = self.header_mut();
+        h.id = id;
+        h.source = source.0;
+        h.timestamp_ns = timestamp_ns;
+        h.attempts = 0;
+    }
+
+    pub(crate) fn set_attempts(&mut self, attempts: u16) {
+        self.header_mut().attempts = attempts;
+    }
+
+    /// The raw type id and destination id, for validation against a bus.
+    pub(crate) fn raw_ids(&self) -> (u16, u32) {
+        let h = self.header();
+        (h.event_type, h.destination)
+    }
+}
+
+/// What a payload type must implement to be archived into a slot: rkyv's `Serialize` for
+/// the allocation-free serialisers used here. Every `#[derive(rkyv::Archive,
+/// rkyv::Serialize)]` type without shared pointers qualifies; it is implemented for them
+/// automatically.
+pub trait WritePayload:
+    'static
+    + for<'a> Serialize<LowSerializer<Buffer<'a>, SubAllocator<'a>, Failure>>
+    + for<'a> Serialize<LowSerializer<SizeCounter, SubAllocator<'a>, Failure>>
+{
+}
+
+impl<T> WritePayload for T where
+    T: 'static
+        + for<'a> Serialize<LowSerializer<Buffer<'a>, SubAllocator<'a>, Failure>>
+        + for<'a> Serialize<LowSerializer<SizeCounter, SubAllocator<'a>, Failure>>
+{
+}
+
+/// An rkyv writer that only counts bytes: used on the error path to tell how many bytes a
+/// payload that did not fit would need.
+#[derive(Debug, Default)]
+pub struct SizeCounter {
+    len: usize,
+}
+
+impl Positional for SizeCounter {
+    fn pos(&self) -> usize {
+        self.len
+    }
+}
+
+impl<E> Writer<E> for SizeCounter {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.len += bytes.len();
+        Ok(())
+    }
+}
+
+/// Tells a payload too large for the slot from one that exhausted the scratch area.
+#[cold]
+fn classify_failure<T: WritePayload>(value: &T, capacity: usize) -> PayloadError {
+    let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_SIZE];
+    match to_bytes_in_with_alloc::<_, _, Failure>(
+        value,
+        SizeCounter::default(),
+        SubAllocator::new(&mut scratch),
+    ) {
+        Ok(counter) if counter.len > capacity => PayloadError::TooLarge {
+            needed: counter.len,
+            capacity,
+        },
+        _ => PayloadError::ScratchExhausted {
+            scratch: SCRATCH_SIZE,
+        },
+    }
+}
+
+/// A 64-bit fingerprint of a type's `TypeId`: cheap (the hasher is a multiply-xor fold) and
+/// stable within one build of the program.
+fn fingerprint<T: ?Sized + 'static>() -> u64 {
+    struct Fold(u64);
+    impl Hasher for Fold {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.write_u64(u64::from(*b));
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    let mut h = Fold(0);
+    TypeId::of::<T>().hash(&mut h);
+    h.finish() | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, Debug, PartialEq)]
+    #[rkyv(derive(Debug))]
+    struct Task {
+        id: u32,
+        name: [u8; 8],
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    struct Big {
+        bytes: [u8; 400],
+    }
+
+    #[test]
+    fn slot_is_cache_aligned_and_sized() {
+        assert_eq!(core::mem::align_of::<Event>(), 64);
+        assert_eq!(core::mem::size_of::<Event>(), 256);
+        assert_eq!(core::mem::size_of::<Event<512>>(), 512);
+        assert_eq!(Event::<256>::PAYLOAD_CAPACITY, 160);
+    }
+
+    #[test]
+    fn payload_round_trips_with_zero_copy() {
+        let e: Event = Event::new(EventType::AGENT_TASK)
+            .with_payload(&Task { id: 9, name: *b"abcdefgh" })
+            .unwrap();
+        let t = e.payload::<Task>().unwrap();
+        assert_eq!(t.id, 9);
+        assert_eq!(&t.name, b"abcdefgh");
+        // The archived value lives inside the slot.
+        let range = e.as_bytes().as_ptr_range();
+        assert!(range.contains(&(t as *const ArchivedTask as *const u8)));
+    }
+
+    #[test]
+    fn oversized_payload_is_an_error_with_sizes() {
+        let err = Event::<256>::new(EventType::AGENT_TASK)
+            .with_payload(&Big { bytes: [1; 400] })
+            .unwrap_err();
+        assert_eq!(
+            err,
+            PayloadError::TooLarge {
+                needed: 400,
+                capacity: 160
+            }
+        );
+        assert!(Event::<512>::new(EventType::AGENT_TASK)
+            .with_payload(&Big { bytes: [1; 400] })
+            .is_ok());
+    }
+
+    #[test]
+    fn missing_payload_is_an_error() {
+        let e: Event = Event::new(EventType::AGENT_TASK);
+        assert_eq!(e.payload::<Task>().unwrap_err(), PayloadError::Missing);
+    }
+
+    #[test]
+    fn decoded_bytes_are_validated_before_access() {
+        let e: Event = Event::new(EventType::SYSTEM_EVENT)
+            .with_payload(&Task { id: 3, name: [0; 8] })
+            .unwrap();
+        let d = Event::<256>::from_bytes(e.as_bytes()).unwrap();
+        assert_eq!(d.payload::<Task>().unwrap().id, 3);
+        assert_eq!(d.header().id(), e.header().id());
+        // A u64 payload read as Task: 8 bytes, Task needs 12 -> invalid, not UB.
+        let e: Event = Event::new(EventType::SYSTEM_EVENT).with_payload(&7u64).unwrap();
+        assert_eq!(e.payload::<Task>().unwrap_err(), PayloadError::Invalid);
+    }
+
+    #[test]
+    fn decode_refuses_bad_headers() {
+        let good: Event = Event::new(EventType::AGENT_TASK);
+        assert_eq!(
+            Event::<256>::from_bytes(&[0u8; 10]).unwrap_err(),
+            DecodeError::WrongLength {
+                len: 10,
+                expected: 256
+            }
+        );
+        let mut b = *good.as_bytes();
+        b[52] = 9;
+        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::BadPriority(9));
+        let mut b = *good.as_bytes();
+        b[53] = 0x80;
+        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::UnknownFlags(0x80));
+        let mut b = *good.as_bytes();
+        b[53] = FLAG_HAS_PAYLOAD;
+        b[50..52].copy_from_slice(&500u16.to_ne_bytes());
+        assert!(matches!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::BadPayloadLength { len: 500, .. }
+        ));
+        let mut b = *good.as_bytes();
+        b[56] = 4;
+        assert!(matches!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::BadMetadataCount { count: 4, .. }
+        ));
+        let mut b = *good.as_bytes();
+        b[60] = 1;
+        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::ReservedNotZero);
+    }
+
+    #[test]
+    fn metadata_holds_three_keys_and_replaces() {
+        let mut e: Event = Event::new(EventType::AGENT_TASK);
+        for k in 0..3 {
+            e.set_metadata(MetaKey(k), u64::from(k) * 10).unwrap();
+        }
+        e.set_metadata(MetaKey(1), 99).unwrap();
+        assert_eq!(e.header().metadata(MetaKey(1)), Some(99));
+        assert_eq!(
+            e.set_metadata(MetaKey(7), 1),
+            Err(BusError::MetadataFull { max: 3 })
+        );
+        assert_eq!(e.header().metadata_entries().count(), 3);
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic the decoder, and whatever it accepts can be read
+        /// (header accessors, payload bytes) and re-encodes to the same bytes minus the
+        /// local flag.
+        #[test]
+        fn decode_never_panics_and_accepts_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(e) = Event::<256>::from_bytes(&bytes) {
+                let _ = e.header().priority();
+                prop_assert!(e.payload_bytes().len() <= Event::<256>::PAYLOAD_CAPACITY);
+                let _ = e.payload::<Task>();
+                prop_assert_eq!(Event::<256>::from_bytes(e.as_bytes()).unwrap(), e);
+            }
+        }
+
+        /// Every event built through the API survives the byte round trip.
+        #[test]
+        fn built_events_round_trip(id in any::<u32>(), prio in 0u8..4, dest in proptest::option::of(0u32..1000)) {
+            let mut e: Event = Event::new(EventType::AGENT_STATUS)
+                .with_priority(Priority::from_u8(prio).unwrap())
+                .with_payload(&Task { id, name: [1; 8] }).unwrap();
+            e.set_destination(dest.map(AgentId));
+            let d = Event::<256>::from_bytes(e.as_bytes()).unwrap();
+            prop_assert_eq!(d.header().destination(), dest.map(AgentId));
+            prop_assert_eq!(d.payload::<Task>().unwrap().id, id);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! A shard: the consuming ends of its lanes (per priority), a router, and the loop that
+//! drains one into the other. Run it on a worker thread the bus owns (optionally pinned to
+//! a core), or in your own loop with [`Shard::poll`].
+//!
+//! Drain order is by priority, highest first, with a starvation guard: once `guard` events
+//! of higher levels have been taken while a lower level had events waiting, the next event
+//! comes from the lowest such level. So under a flood of critical events a waiting low
+//! event is taken at least once every `guard + 1` events (per waiting level).
+//!
+//! Within a level, lanes (one per publisher) are taken in turn, a batch at a time. Events
+//! are dispatched straight from the ring's memory: a handler's `&Event` points into the
+//! ring, and the slot is released after the batch.
+//!
+//! Control messages (new lanes, subscriptions, unsubscriptions) arrive on a channel and are
+//! applied at the start of every `poll`, before any event of that poll is dispatched.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use crossbeam_utils::CachePadded;
+
+use crate::clock::Clock;
+use crate::event::{Event, DEFAULT_SLOT};
+use crate::lanes::{ConsumerSet, Lane};
+use crate::priority::Priority;
+use crate::router::{NewMember, RouteKey, Router, Verdict};
+use crate::stats::ShardCounters;
+use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
+use crate::sync::AtomicU64;
+use crate::names::AgentId;
+
+/// The largest batch taken from one lane at a time.
+const MAX_BATCH: usize = 64;
+
+/// What a bus tells a shard.
+pub(crate) enum Control<const SLOT: usize> {
+    /// A new publisher's lanes.
+    Lanes {
+        publisher: u32,
+        consumers: Box<ConsumerSet<SLOT>>,
+    },
+    /// A publisher was dropped: remove its lanes once empty.
+    PublisherGone { publisher: u32 },
+    /// A plain subscription.
+    Subscribe {
+        filter: Filter,
+        agent: Option<AgentId>,
+        member: NewMember<SLOT>,
+    },
+    /// A load-balanced group's route.
+    AddGroup {
+        group: GroupId,
+        filter: Filter,
+        agent: Option<AgentId>,
+        balance: Balance,
+    },
+    /// A member joining a group.
+    Join {
+        group: GroupId,
+        member: NewMember<SLOT>,
+    },
+    /// A subscription leaving.
+    Unsubscribe { id: SubscriptionId },
+    /// The bus is closing: drain everything, then stop (worker mode).
+    Stop,
+}
+
+/// What a shard shares with the bus: its counters and how many control messages it applied.
+#[derive(Debug, Default)]
+pub(crate) struct ShardShared {
+    pub(crate) counters: CachePadded<ShardCounters>,
+    /// Control messages applied so far (the bus waits on it in `unsubscribe`).
+    pub(crate) applied: CachePadded<AtomicU64>,
+    /// Set once the shard has applied `Stop` and found everything drained.
+    pub(crate) stopped: CachePadded<crate::sync::AtomicBool>,
+}
+
+/// One shard. `Send`: move it to the thread that will poll it.
+pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
+    index: usize,
+    /// Consuming ends by priority; lanes of dropped publishers leave once empty.
+    lanes: [Vec<Lane<SLOT>>; Priority::COUNT],
+    /// Next lane to take from, per priority (round-robin between publishers).
+    cursors: [usize; Priority::COUNT],
+    /// Publishers whose lanes are to be removed when empty.
+    retiring: Vec<u32>,
+    router: Router<SLOT>,
+    groups: HashMap<GroupId, RouteKey>,
+    control: Receiver<Control<SLOT>>,
+    shared: Arc<ShardShared>,
+    clock: Clock,
+    /// The starvation guard: see the module doc. At least 1.
+    guard: u32,
+    /// Events taken from higher levels since each level was last served while waiting.
+    starved_for: [u32; Priority::COUNT],
+    stop_requested: bool,
+}
+
+impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Shard")
+            .field("index", &self.index)
+            .field("lanes", &self.lanes.iter().map(Vec::len).collect::<Vec<_>>())
+            .field("router", &self.router)
+            .finish()
+    }
+}
+
+impl<const SLOT: usize> Shard<SLOT> {
+    pub(crate) fn new(
+        index: usize,
+        router: Router<SLOT>,
+        control: Receiver<Control<SLOT>>,
+        shared: Arc<ShardShared>,
+        clock: Clock,
+        guard: u32,
+    ) -> Self {
+        Shard {
+            index,
+            lanes: Default::default(),
+            cursors: [0; Priority::COUNT],
+            retiring: Vec::new(),
+            router,
+            groups: HashMap::new(),
+            control,
+            shared,
+            clock,
+            guard: guard.max(1),
+            starved_for: [0; Priority::COUNT],
+            stop_requested: false,
+        }
+    }
+
+    /// This shard's index on its bus.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Dispatches up to `max` events (critical first, with the starvation guard) and
+    /// returns how many were taken. Applies pending control messages first. Never blocks.
+    pub fn poll(&mut self, max: usize) -> usize {
+        self.apply_control();
+        let now = self.clock.now_ns();
+        let mut done = 0;
+        while done < max {
+            let waiting = self.waiting_levels();
+            let Some(level) = self.pick_level(waiting) else {
+                break;
+            };
+            let budget = (max - done).min(self.budget_for(level, waiting));
+            let taken = self.drain_level(level, budget, now);
+            self.note_served(level, taken, waiting);
+            done += taken;
+        }
+        done
+    }
+
+    /// Polls until the rings are empty; returns how many events were taken.
+    pub fn drain(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            let n = self.poll(usize::MAX);
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
+    /// Whether every ring of this shard is empty right now.
+    pub fn is_idle(&self) -> bool {
+        self.waiting_levels() == 0
+    }
+
+    /// Events waiting in this shard's rings, per priority (their fill level).
+    pub fn queued(&self) -> [usize; Priority::COUNT] {
+        core::array::from_fn(|p| self.lanes[p].iter().map(|l| l.consumer.slots()).sum())
+    }
+
+    /// Tells the bus this shard has drained and stopped.
+    pub(crate) fn mark_stopped(&self) {
+        self.shared.stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether the bus asked this shard to stop (worker mode).
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
+
+    /// Bit `p` set: level `p` has an event waiting.
+    fn waiting_levels(&self) -> u8 {
+        let mut bits = 0;
+        for (p, lanes) in self.lanes.iter().enumerate() {
+            if lanes.iter().any(|l| !l.consumer.is_empty()) {
+                bits |= 1 << p;
+            }
+        }
+        bits
+    }
+
+    /// The level to serve: the lowest waiting level that has starved for `guard` events,
+    /// else the highest waiting level.
+    fn pick_level(&self, waiting: u8) -> Option<usize> {
+        if waiting == 0 {
+            return None;
+        }
+        let starved = (1..Priority::COUNT)
+            .rev()
+            .find(|&p| waiting & (1 << p) != 0 && self.starved_for[p] >= self.guard);
+        Some(starved.unwrap_or(waiting.trailing_zeros() as usize))
+    }
+
+    /// How many events to take from `level` before looking again: no more than the room
+    /// left before a waiting lower level is owed its turn.
+    fn budget_for(&self, level: usize, waiting: u8) -> usize {
+        let owed = (level + 1..Priority::COUNT)
+            .filter(|&q| waiting & (1 << q) != 0)
+            .map(|q| self.guard.saturating_sub(self.starved_for[q]).max(1))
+            .min()
+            .unwrap_or(u32::MAX);
+        (owed as usize).min(MAX_BATCH)
+    }
+
+    fn note_served(&mut self, level: usize, taken: usize, waiting: u8) {
+        self.starved_for[level] = 0;
+        for q in level + 1..Priority::COUNT {
+            if waiting & (1 << q) != 0 {
+                self.starved_for[q] = self.starved_for[q].saturating_add(taken as u32);
+            } else {
+                self.starved_for[q] = 0;
+            }
+        }
+    }
+
+    /// Takes up to `budget` events of one level, lanes in turn, and dispatches them.
+    fn drain_level(&mut self, level: usize, budget: usize, now: u64) -> usize {
+        let Shard {
+            lanes,
+            cursors,
+            router,
+            shared,
+            ..
+        } = self;
+        let lanes = &mut lanes[level];
+        let priority = Priority::ALL[level];
+        let counters = &shared.counters;
+        let n = lanes.len();
+        let mut taken = 0;
+        for k in 0..n {
+            if taken == budget {
+                break;
+            }
+            let lane = &mut lanes[(cursors[level] + k) % n];
+            let want = lane.consumer.slots().min(budget - taken);
+            let Ok(chunk) = lane.consumer.read_chunk(want) else {
+                continue;
+            };
+            let (first, second) = chunk.as_slices();
+            for event in first.iter().chain(second) {
+                let envelope = router.dispatch(event, now, |_id, verdict, _env| {
+                    if verdict == Verdict::Panicked {
+                        counters.panicked.incr();
+                    }
+                });
+                if envelope.deliveries == 0 {
+                    counters.unmatched.incr(priority);
+                } else {
+                    counters.delivered.add(priority, u64::from(envelope.deliveries));
+                }
+            }
+            chunk.commit_all();
+            taken += want;
+        }
+        if n > 0 {
+            cursors[level] = (cursors[level] + 1) % n;
+        }
+        counters.dispatched.add(priority, taken as u64);
+        taken
+    }
+
+    /// Applies every pending control message.
+    fn apply_control(&mut self) {
+        let mut applied = 0u64;
+        while let Ok(msg) = self.control.try_recv() {
+            self.apply(msg);
+            applied += 1;
+        }
+        if !self.retiring.is_empty() {
+            self.retire_empty_lanes();
+        }
+        if applied > 0 {
+            self.shared.applied.fetch_add(applied, Ordering::Release);
+        }
+    }
+
+    fn apply(&mut self, msg: Control<SLOT>) {
+        match msg {
+            Control::Lanes {
+                publisher,
+                consumers,
+            } => {
+                for (p, consumer) in (*consumers).into_iter().enumerate() {
+                    self.lanes[p].push(Lane {
+                        publisher,
+                        consumer,
+                    });
+                }
+            }
+            Control::PublisherGone { publisher } => self.retiring.push(publisher),
+            Control::Subscribe {
+                filter,
+                agent,
+                member,
+            } => {
+                let key = self.router.add_route(filter, agent, None);
+                self.router.join(key, member);
+            }
+            Control::AddGroup {
+                group,
+                filter,
+                agent,
+                balance,
+            } => {
+                let key = self.router.add_route(filter, agent, Some(balance));
+                self.groups.insert(group, key);
+            }
+            Control::Join { group, member } => {
+                if let Some(&key) = self.groups.get(&group) {
+                    self.router.join(key, member);
+                }
+            }
+            Control::Unsubscribe { id } => {
+                // The bus checked the id exists; a failure here means it never reached us.
+                let _ = self.router.unsubscribe(id);
+            }
+            Control::Stop => self.stop_requested = true,
+        }
+    }
+
+    fn retire_empty_lanes(&mut self) {
+        let retiring = &self.retiring;
+        for lanes in &mut self.lanes {
+            lanes.retain(|l| !(retiring.contains(&l.publisher) && l.consumer.is_empty()));
+        }
+        let lanes = &self.lanes;
+        self.retiring
+            .retain(|p| lanes.iter().any(|ls| ls.iter().any(|l| l.publisher == *p)));
+        self.cursors = [0; Priority::COUNT];
+    }
+}

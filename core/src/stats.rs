@@ -1,0 +1,234 @@
+//! Counters that one thread writes and any thread reads. Each owner (a shard, a publisher,
+//! a subscription) has its own block, cache-padded, so the hot path never writes a cache
+//! line another thread writes: a count is a plain load and store, not a locked add.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::priority::Priority;
+
+/// A counter with a single writer. `add` is a relaxed load and store: only the owning
+/// thread may call it; readers on other threads see a value that is at most slightly stale.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Must only be called by the counter's single writer.
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A counter per priority level.
+#[derive(Debug, Default)]
+pub struct PerPriority(pub(crate) [Counter; Priority::COUNT]);
+
+impl PerPriority {
+    /// The count for one level.
+    pub fn get(&self, p: Priority) -> u64 {
+        self.0[p.index()].get()
+    }
+    /// The sum over all levels.
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(Counter::get).sum()
+    }
+    pub(crate) fn incr(&self, p: Priority) {
+        self.0[p.index()].incr();
+    }
+    pub(crate) fn add(&self, p: Priority, n: u64) {
+        self.0[p.index()].add(n);
+    }
+    pub(crate) fn snapshot(&self) -> [u64; Priority::COUNT] {
+        core::array::from_fn(|i| self.0[i].get())
+    }
+}
+
+/// Counts a shard keeps (written by the shard's thread only).
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    /// Events taken off the rings, per priority.
+    pub dispatched: PerPriority,
+    /// Handler invocations that returned (or panicked), per event priority.
+    pub delivered: PerPriority,
+    /// Events that reached no subscription on this shard, per priority.
+    pub unmatched: PerPriority,
+    /// Handlers that panicked.
+    pub panicked: Counter,
+    /// Retries scheduled on the timer wheel.
+    pub retries_scheduled: Counter,
+    /// Retries fired and redelivered.
+    pub retries_fired: Counter,
+    /// Events put in the dead letters.
+    pub dead_lettered: Counter,
+    /// Scheduled (publish_at) events fired into dispatch.
+    pub scheduled_fired: Counter,
+    /// Dead letters redriven back to their subscription.
+    pub redriven: Counter,
+    /// Whether pinning this shard's worker to a core failed (1) or was not asked (0).
+    pub pin_failed: Counter,
+}
+
+/// Cache-padded shard counters, shared between the shard and readers.
+pub type SharedShardCounters = CachePadded<ShardCounters>;
+
+/// Counts a publisher keeps (written by the publisher's thread only).
+#[derive(Debug, Default)]
+pub struct PublisherCounters {
+    /// Events accepted (each once, however many shards it fanned out to), per priority.
+    pub published: PerPriority,
+    /// Accepted events that no subscription matched at publish time (counted, not queued).
+    pub unroutable: PerPriority,
+    /// Publishes refused because a ring was full, per priority.
+    pub rejected_full: PerPriority,
+    /// Publishes refused because the bus was closed.
+    pub rejected_closed: Counter,
+    /// Publishes refused for an unknown type or agent id.
+    pub rejected_invalid: Counter,
+    /// Per shard: ring entries written and refusals because that shard's ring was full.
+    pub shards: Box<[PublisherShardCounters]>,
+}
+
+/// What one publisher wrote to one shard.
+#[derive(Debug, Default)]
+pub struct PublisherShardCounters {
+    /// Ring entries written, per priority.
+    pub enqueued: PerPriority,
+    /// Publishes refused because this shard's ring was full, per priority.
+    pub rejected_full: PerPriority,
+}
+
+impl PublisherCounters {
+    pub(crate) fn new(shards: usize) -> Self {
+        PublisherCounters {
+            shards: (0..shards).map(|_| PublisherShardCounters::default()).collect(),
+            ..PublisherCounters::default()
+        }
+    }
+}
+
+/// Counts a subscription keeps (written by its shard's thread only).
+#[derive(Debug, Default)]
+pub struct SubscriptionCounters {
+    /// Events accepted for this subscription (first deliveries and redrives).
+    pub accepted: Counter,
+    /// Handler invocations, retries included.
+    pub attempts: Counter,
+    /// Events this subscription finished with `Done`.
+    pub done: Counter,
+    /// Retries scheduled for this subscription.
+    pub retried: Counter,
+    /// Events of this subscription that went to the dead letters.
+    pub dead_lettered: Counter,
+    /// Handler panics.
+    pub panicked: Counter,
+}
+
+/// A point-in-time copy of one subscription's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Events accepted for this subscription (first deliveries and redrives).
+    pub accepted: u64,
+    /// Handler invocations, retries included.
+    pub attempts: u64,
+    /// Events finished with `Done`.
+    pub done: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Handler panics.
+    pub panicked: u64,
+}
+
+impl SubscriptionCounters {
+    /// A snapshot.
+    pub fn snapshot(&self) -> SubscriptionStats {
+        SubscriptionStats {
+            accepted: self.accepted.get(),
+            attempts: self.attempts.get(),
+            done: self.done.get(),
+            retried: self.retried.get(),
+            dead_lettered: self.dead_lettered.get(),
+            panicked: self.panicked.get(),
+        }
+    }
+}
+
+/// A point-in-time copy of one shard's counts, publisher-side counts included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Ring entries written for this shard by all publishers, per priority.
+    pub published: [u64; Priority::COUNT],
+    /// Publishes refused because this shard's ring was full, per priority.
+    pub rejected_full: [u64; Priority::COUNT],
+    /// Events taken off the rings, per priority.
+    pub dispatched: [u64; Priority::COUNT],
+    /// Handler invocations, per priority.
+    pub delivered: [u64; Priority::COUNT],
+    /// Events that reached no subscription on this shard, per priority.
+    pub unmatched: [u64; Priority::COUNT],
+    /// Events waiting in this shard's rings now, per priority (fill level).
+    pub queued: [u64; Priority::COUNT],
+    /// Handler panics.
+    pub panicked: u64,
+    /// Retries scheduled.
+    pub retries_scheduled: u64,
+    /// Retries fired.
+    pub retries_fired: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Scheduled events fired.
+    pub scheduled_fired: u64,
+    /// Dead letters redriven.
+    pub redriven: u64,
+    /// Whether pinning the worker failed.
+    pub pin_failed: bool,
+}
+
+/// A point-in-time copy of the whole bus's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// Events accepted by publishers (each once, however many shards it fanned out to).
+    pub published: u64,
+    /// Accepted events that matched no subscription at publish time.
+    pub unroutable: u64,
+    /// Publishes refused as full.
+    pub rejected_full: u64,
+    /// Publishes refused as closed.
+    pub rejected_closed: u64,
+    /// Publishes refused for unknown ids.
+    pub rejected_invalid: u64,
+    /// Dead letters dropped by the `DropOldest` policy, or refused by `RejectNew`.
+    pub dead_letters_dropped: u64,
+}
+
+impl BusStats {
+    /// Handler invocations over all shards.
+    pub fn delivered(&self) -> u64 {
+        self.shards.iter().map(|s| s.delivered.iter().sum::<u64>()).sum()
+    }
+    /// Publish attempts refused with an error.
+    pub fn rejected(&self) -> u64 {
+        self.rejected_full + self.rejected_closed + self.rejected_invalid
+    }
+    /// Events still in rings.
+    pub fn queued(&self) -> u64 {
+        self.shards.iter().map(|s| s.queued.iter().sum::<u64>()).sum()
+    }
+}

@@ -1,0 +1,1 @@
+//! Black-box integration tests for dreamnet-bus live in `tests/`.
