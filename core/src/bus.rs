@@ -10,7 +10,7 @@ use crossbeam_channel::{unbounded, Sender};
 
 use crate::clock::Clock;
 use crate::config::{BusBuilder, Config, RunMode};
-use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
+use crate::dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason};
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event::{Event, DEFAULT_SLOT};
@@ -20,9 +20,13 @@ use crate::names::{AgentId, EventType, MetaKey, Names};
 use crate::outcome::Outcome;
 use crate::priority::Priority;
 use crate::publisher::{Publisher, MAX_PUBLISHERS};
+use crate::retry::Retries;
 use crate::router::{NewMember, Router};
-use crate::shard::{Control, Shard, ShardShared};
-use crate::stats::{BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats};
+use crate::schedule::{Schedule, ScheduleToken};
+use crate::shard::{Control, Redrive, RedriveQueue, Shard, ShardShared};
+use crate::stats::{
+    BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
+};
 use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
 use crate::targets::{Footprint, ShardTargets, TargetCounts};
 use crate::wait::Waiter;
@@ -38,7 +42,10 @@ pub(crate) struct Shared<const SLOT: usize> {
     type_count: AtomicU32,
     pub(crate) control: Vec<Sender<Control<SLOT>>>,
     pub(crate) shards: Vec<Arc<ShardShared>>,
-    pub(crate) dead_letters: DeadLetters<SLOT>,
+    pub(crate) dead_letters: Arc<DeadLetters<SLOT>>,
+    pub(crate) schedule: Arc<Schedule>,
+    /// Each shard's queue of redriven dead letters.
+    redrives: Vec<Arc<RedriveQueue<SLOT>>>,
     plane: Mutex<Plane>,
 }
 
@@ -142,7 +149,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         BusBuilder::new()
     }
 
-    pub(crate) fn from_config(config: Config) -> Result<Self, BusError> {
+    pub(crate) fn from_config(
+        config: Config,
+        hook: Option<DeadLetterHook<SLOT>>,
+    ) -> Result<Self, BusError> {
         let n = config.shards;
         let mut senders = Vec::with_capacity(n);
         let mut receivers = Vec::with_capacity(n);
@@ -153,6 +163,15 @@ impl<const SLOT: usize> Bus<SLOT> {
         }
         let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
+        let dead_letters = Arc::new(DeadLetters::new(
+            config.dead_letter_capacity,
+            config.dead_letter_policy,
+            hook,
+        ));
+        let schedule = Arc::new(Schedule::with_capacity(config.timer_capacity));
+        let redrives: Vec<Arc<RedriveQueue<SLOT>>> = (0..n)
+            .map(|_| Arc::new(RedriveQueue::new(config.dead_letter_capacity)))
+            .collect();
         let shared = Arc::new(Shared {
             clock: config.clock.clone(),
             intake: Intake::default(),
@@ -161,11 +180,9 @@ impl<const SLOT: usize> Bus<SLOT> {
             type_count: AtomicU32::new(names.event_type_count()),
             control: senders,
             shards: shard_shared.clone(),
-            dead_letters: DeadLetters::new(
-                config.dead_letter_capacity,
-                config.dead_letter_policy,
-                None,
-            ),
+            dead_letters: Arc::clone(&dead_letters),
+            schedule: Arc::clone(&schedule),
+            redrives: redrives.clone(),
             plane: Mutex::new(Plane {
                 names,
                 sent: vec![0; n],
@@ -177,13 +194,24 @@ impl<const SLOT: usize> Bus<SLOT> {
             .into_iter()
             .enumerate()
             .map(|(i, rx)| {
+                let c = &shared.config;
+                let retries = Retries::new(
+                    c,
+                    Arc::clone(&dead_letters),
+                    Arc::clone(&schedule),
+                    i,
+                    Arc::clone(&shard_shared[i]),
+                    shared.clock.now_ns(),
+                );
                 Shard::new(
                     i,
-                    Router::new().with_default_retry(shared.config.retry),
+                    Router::new().with_default_retry(c.retry),
                     rx,
                     Arc::clone(&shard_shared[i]),
                     shared.clock.clone(),
-                    shared.config.starvation_guard,
+                    c.starvation_guard,
+                    retries,
+                    Arc::clone(&redrives[i]),
                 )
             })
             .collect();
@@ -194,7 +222,9 @@ impl<const SLOT: usize> Bus<SLOT> {
             worker_threads: Vec::new(),
         };
         match bus.shared.config.mode {
-            RunMode::Poll => *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards),
+            RunMode::Poll => {
+                *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards)
+            }
             RunMode::Workers { pin } => bus.spawn_workers(shards, pin)?,
         }
         Ok(bus)
@@ -275,9 +305,22 @@ impl<const SLOT: usize> Bus<SLOT> {
         self.shared.plane().names.event_type(name)
     }
 
+    /// The name of an event type.
+    pub fn event_type_name(&self, ty: EventType) -> Option<String> {
+        self.shared
+            .plane()
+            .names
+            .event_type_name(ty)
+            .map(str::to_owned)
+    }
+
     /// The name of an agent.
     pub fn agent_name(&self, agent: AgentId) -> Option<String> {
-        self.shared.plane().names.agent_name(agent).map(str::to_owned)
+        self.shared
+            .plane()
+            .names
+            .agent_name(agent)
+            .map(str::to_owned)
     }
 
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
@@ -370,9 +413,13 @@ impl<const SLOT: usize> Bus<SLOT> {
         // finds the subscription applied before its event is dispatched.
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &footprint, 1);
-        plane
-            .subscriptions
-            .insert(id, SubRecord { footprint, counters });
+        plane.subscriptions.insert(
+            id,
+            SubRecord {
+                footprint,
+                counters,
+            },
+        );
         Ok(id)
     }
 
@@ -439,9 +486,13 @@ impl<const SLOT: usize> Bus<SLOT> {
             .send(&mut plane, footprint.shard, Control::Join { group, member });
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &footprint, 1);
-        plane
-            .subscriptions
-            .insert(id, SubRecord { footprint, counters });
+        plane.subscriptions.insert(
+            id,
+            SubRecord {
+                footprint,
+                counters,
+            },
+        );
         Ok(id)
     }
 
@@ -470,8 +521,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
         let running = !self.shared.shards[shard].stopped.load(Ordering::Acquire);
-        if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker && running
-        {
+        if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker && running {
             let mut waiter = Waiter::new(self.shared.config.wait);
             while self.shared.shards[shard].applied.load(Ordering::Acquire) < ticket
                 && !self.shared.shards[shard].stopped.load(Ordering::Acquire)
@@ -539,9 +589,112 @@ impl<const SLOT: usize> Bus<SLOT> {
         self.shared.intake.is_closed()
     }
 
-    /// The dead letters.
+    /// The dead letters: inspect, drain, purge. Redrive with [`Bus::redrive`].
     pub fn dead_letters(&self) -> &DeadLetters<SLOT> {
         &self.shared.dead_letters
+    }
+
+    /// Sends up to `max` dead letters that `select` picks back to the subscription each
+    /// was for (attempts reset; counted as accepted again, and in `redriven`). Letters
+    /// without a subscription (`NoSubscriber`, shutdown of a scheduled event) are routed
+    /// like new events. Letters whose subscription is gone stay where they are. Returns
+    /// how many were sent; they are delivered at the shards' next polls.
+    pub fn redrive(
+        &self,
+        max: usize,
+        select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+    ) -> Result<usize, BusError> {
+        self.redrive_inner(max, None, select)
+    }
+
+    /// Like [`Bus::redrive`], but to subscription `target` instead of the original one.
+    pub fn redrive_to(
+        &self,
+        max: usize,
+        target: SubscriptionId,
+        select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+    ) -> Result<usize, BusError> {
+        self.redrive_inner(max, Some(target), select)
+    }
+
+    fn redrive_inner(
+        &self,
+        max: usize,
+        target: Option<SubscriptionId>,
+        mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+    ) -> Result<usize, BusError> {
+        if self.is_closed() {
+            return Err(BusError::Closed);
+        }
+        let plane = self.shared.plane();
+        if let Some(t) = target {
+            if !plane.subscriptions.contains_key(&t) {
+                return Err(BusError::UnknownSubscription(t));
+            }
+        }
+        // Where each letter goes: its (or the target's) subscription's shard, or, for a
+        // letter without one, the first shard its event routes to now.
+        let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
+            match target.or(letter.subscription) {
+                Some(id) => plane
+                    .subscriptions
+                    .get(&id)
+                    .map(|r| (r.footprint.shard, Some(id))),
+                None => {
+                    let h = letter.event.header();
+                    let mask = self
+                        .shared
+                        .targets
+                        .for_event(h.event_type(), h.destination());
+                    (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
+                }
+            }
+        };
+        let redrives = &self.shared.redrives;
+        let sent = self.shared.dead_letters.take_where(
+            max,
+            |letter| {
+                select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full())
+            },
+            |letter| {
+                if let Some((s, subscription)) = shard_of(&letter) {
+                    // Checked not full above, and only the bus pushes to this queue, under
+                    // the plane lock: the push succeeds.
+                    let _ = redrives[s].push(Redrive {
+                        event: letter.event,
+                        subscription,
+                    });
+                }
+            },
+        );
+        Ok(sent)
+    }
+
+    /// Cancels a scheduled event. True if it had not yet fired on every shard it went to
+    /// (deliveries not yet made will not be made); false if it had fired (or was never
+    /// scheduled).
+    pub fn cancel_scheduled(&self, token: ScheduleToken) -> bool {
+        self.shared.schedule.cancel(token.0)
+    }
+
+    /// Worker mode: waits until every ring, redrive queue and timer wheel is empty and
+    /// every accepted event is dispatched, or until `timeout`. True if idle.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut waiter = Waiter::new(crate::wait::WaitStrategy::default());
+        loop {
+            let stats = self.stats();
+            let idle = stats.queued() == 0
+                && stats.shards.iter().all(|s| s.timers_pending == 0)
+                && self.shared.redrives.iter().all(|q| q.is_empty());
+            if idle {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            waiter.wait();
+        }
     }
 
     /// A snapshot of every counter.
@@ -561,6 +714,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                 dead_lettered: c.dead_lettered.get(),
                 scheduled_fired: c.scheduled_fired.get(),
                 redriven: c.redriven.get(),
+                scheduled_cancelled: c.scheduled_cancelled.get(),
+                timers_pending: c.timers_pending.get(),
                 pin_failed: c.pin_failed.get() > 0,
                 ..ShardStats::default()
             };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::backoff::RetryPolicy;
 use crate::bus::Bus;
 use crate::clock::{Clock, ManualClock};
-use crate::dead_letters::FullPolicy;
+use crate::dead_letters::{DeadLetter, DeadLetterHook, FullPolicy};
 use crate::error::{BusError, ConfigError};
 use crate::event::DEFAULT_SLOT;
 use crate::priority::Priority;
@@ -86,15 +86,26 @@ impl Default for Config {
 /// # drop(bus);
 /// # Ok::<(), dreamnet_bus::BusError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BusBuilder<const SLOT: usize = DEFAULT_SLOT> {
     config: Config,
+    hook: Option<DeadLetterHook<SLOT>>,
+}
+
+impl<const SLOT: usize> core::fmt::Debug for BusBuilder<SLOT> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("config", &self.config)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
 }
 
 impl<const SLOT: usize> Default for BusBuilder<SLOT> {
     fn default() -> Self {
         BusBuilder {
             config: Config::default(),
+            hook: None,
         }
     }
 }
@@ -184,6 +195,16 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
         self
     }
 
+    /// Calls `hook` with every dead letter as it is recorded (for metrics and alerts:
+    /// `RetriesExhausted`, `Failed`, ...). It runs on the shard's thread: keep it short.
+    pub fn on_dead_letter(
+        mut self,
+        hook: impl Fn(&DeadLetter<SLOT>) + Send + Sync + 'static,
+    ) -> Self {
+        self.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     /// Seed for retry jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -247,6 +268,6 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
     /// Builds the bus (and, in worker mode, starts its workers).
     pub fn build(self) -> Result<Bus<SLOT>, BusError> {
         let config = self.config()?;
-        Bus::from_config(config)
+        Bus::from_config(config, self.hook)
     }
 }

@@ -142,7 +142,11 @@ impl<T> DeadLetterRing<T> {
 
     /// Removes the entries `select` returns true for, oldest first, handing each to
     /// `take`; keeps the others in order. Returns how many were taken.
-    pub fn take_where(&mut self, mut select: impl FnMut(&T) -> bool, mut take: impl FnMut(T)) -> usize {
+    pub fn take_where(
+        &mut self,
+        mut select: impl FnMut(&T) -> bool,
+        mut take: impl FnMut(T),
+    ) -> usize {
         let mut taken = 0;
         for _ in 0..self.entries.len() {
             let Some(entry) = self.entries.pop_front() else {
@@ -224,7 +228,11 @@ impl<const SLOT: usize> core::fmt::Debug for DeadLetters<SLOT> {
 }
 
 impl<const SLOT: usize> DeadLetters<SLOT> {
-    pub(crate) fn new(capacity: usize, policy: FullPolicy, hook: Option<DeadLetterHook<SLOT>>) -> Self {
+    pub(crate) fn new(
+        capacity: usize,
+        policy: FullPolicy,
+        hook: Option<DeadLetterHook<SLOT>>,
+    ) -> Self {
         DeadLetters {
             ring: Mutex::new(DeadLetterRing::new(capacity, policy)),
             hook,

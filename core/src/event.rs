@@ -51,7 +51,9 @@ const FLAG_HAS_PAYLOAD: u8 = 1 << 0;
 /// Header flag: the payload was written by `set_payload` in this process, and
 /// `payload_fingerprint` names the type it was written from. Cleared by `from_bytes`.
 const FLAG_LOCAL: u8 = 1 << 1;
-const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL;
+/// Header flag: a scheduled event (`publish_at`); `timestamp_ns` is its due time.
+const FLAG_SCHEDULED: u8 = 1 << 2;
+const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED;
 
 /// An event's fixed header. Every field is an integer and the layout has no padding, so any
 /// 96 bytes are a `Header` (validity of the *values* is checked by [`Event::from_bytes`]).
@@ -129,6 +131,11 @@ impl Header {
     /// Length of the archived payload in bytes (0 without payload).
     pub fn payload_len(&self) -> usize {
         usize::from(self.payload_len)
+    }
+    /// Whether the event was published with `publish_at` / `publish_after` (its timestamp
+    /// is then the time it was scheduled for).
+    pub fn is_scheduled(&self) -> bool {
+        self.flags & FLAG_SCHEDULED != 0
     }
     /// Whether the event carries a payload.
     pub fn has_payload(&self) -> bool {
@@ -420,6 +427,16 @@ impl<const SLOT: usize> Event<SLOT> {
         h.attempts = 0;
     }
 
+    /// Marks the event scheduled (or not); a scheduled event's timestamp is its due time.
+    pub(crate) fn set_scheduled(&mut self, scheduled: bool) {
+        let h = self.header_mut();
+        if scheduled {
+            h.flags |= FLAG_SCHEDULED;
+        } else {
+            h.flags &= !FLAG_SCHEDULED;
+        }
+    }
+
     pub(crate) fn set_attempts(&mut self, attempts: u16) {
         self.header_mut().attempts = attempts;
     }
@@ -538,7 +555,10 @@ mod tests {
     #[test]
     fn payload_round_trips_with_zero_copy() {
         let e: Event = Event::new(EventType::AGENT_TASK)
-            .with_payload(&Task { id: 9, name: *b"abcdefgh" })
+            .with_payload(&Task {
+                id: 9,
+                name: *b"abcdefgh",
+            })
             .unwrap();
         let t = e.payload::<Task>().unwrap();
         assert_eq!(t.id, 9);
@@ -574,13 +594,18 @@ mod tests {
     #[test]
     fn decoded_bytes_are_validated_before_access() {
         let e: Event = Event::new(EventType::SYSTEM_EVENT)
-            .with_payload(&Task { id: 3, name: [0; 8] })
+            .with_payload(&Task {
+                id: 3,
+                name: [0; 8],
+            })
             .unwrap();
         let d = Event::<256>::from_bytes(e.as_bytes()).unwrap();
         assert_eq!(d.payload::<Task>().unwrap().id, 3);
         assert_eq!(d.header().id(), e.header().id());
         // A u64 payload read as Task: 8 bytes, Task needs 12 -> invalid, not UB.
-        let e: Event = Event::new(EventType::SYSTEM_EVENT).with_payload(&7u64).unwrap();
+        let e: Event = Event::new(EventType::SYSTEM_EVENT)
+            .with_payload(&7u64)
+            .unwrap();
         assert_eq!(e.payload::<Task>().unwrap_err(), PayloadError::Invalid);
     }
 
@@ -596,10 +621,16 @@ mod tests {
         );
         let mut b = *good.as_bytes();
         b[52] = 9;
-        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::BadPriority(9));
+        assert_eq!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::BadPriority(9)
+        );
         let mut b = *good.as_bytes();
         b[53] = 0x80;
-        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::UnknownFlags(0x80));
+        assert_eq!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::UnknownFlags(0x80)
+        );
         let mut b = *good.as_bytes();
         b[53] = FLAG_HAS_PAYLOAD;
         b[50..52].copy_from_slice(&500u16.to_ne_bytes());
@@ -615,7 +646,10 @@ mod tests {
         ));
         let mut b = *good.as_bytes();
         b[60] = 1;
-        assert_eq!(Event::<256>::from_bytes(&b).unwrap_err(), DecodeError::ReservedNotZero);
+        assert_eq!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::ReservedNotZero
+        );
     }
 
     #[test]

@@ -99,8 +99,11 @@ mod loom_tests {
             let accepted = Arc::new(AtomicU64::new(0));
             let busy = intake.register();
             let publisher = {
-                let (intake, ring, accepted) =
-                    (Arc::clone(&intake), Arc::clone(&ring), Arc::clone(&accepted));
+                let (intake, ring, accepted) = (
+                    Arc::clone(&intake),
+                    Arc::clone(&ring),
+                    Arc::clone(&accepted),
+                );
                 loom::thread::spawn(move || {
                     if intake.enter(&busy) {
                         ring.store(42, Relaxed);

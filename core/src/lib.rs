@@ -76,7 +76,9 @@ mod names;
 mod outcome;
 mod priority;
 mod publisher;
+mod retry;
 mod router;
+mod schedule;
 mod shard;
 mod stats;
 mod subscription;
@@ -89,18 +91,18 @@ pub use backoff::{Jitter, RetryPolicy};
 pub use bus::Bus;
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
-pub use dead_letters::{DeadLetter, DeadLetters, DeadReason, FullPolicy};
+pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
 pub use envelope::{Envelope, ErrorCode, Status, MAX_PATH};
 pub use error::{BusError, ConfigError, DecodeError, NameError, PayloadError, PublishError};
 pub use event::{
-    Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES,
-    SCRATCH_SIZE,
+    Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
 pub use priority::Priority;
 pub use publisher::{Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
+pub use schedule::ScheduleToken;
 pub use shard::Shard;
 pub use stats::{
     BusStats, Counter, PerPriority, PublisherCounters, PublisherShardCounters, ShardStats,

@@ -214,11 +214,6 @@ impl Names {
     pub fn event_type_count(&self) -> u32 {
         self.types.names.len() as u32
     }
-
-    /// How many metadata keys are interned.
-    pub fn meta_key_count(&self) -> u32 {
-        self.meta_keys.names.len() as u32
-    }
 }
 
 #[cfg(test)]

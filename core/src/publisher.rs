@@ -20,6 +20,7 @@ use crate::intake::BusyFlag;
 use crate::lanes::ProducerSet;
 use crate::names::{AgentId, EventType};
 use crate::priority::Priority;
+use crate::schedule::ScheduleToken;
 use crate::shard::Control;
 use crate::stats::PublisherCounters;
 use crate::wait::Waiter;
@@ -149,15 +150,48 @@ impl<const SLOT: usize> Publisher<SLOT> {
     /// no ring was written.
     pub fn try_publish(
         &mut self,
-        mut event: Event<SLOT>,
+        event: Event<SLOT>,
     ) -> Result<Receipt, PublishError<Event<SLOT>>> {
         if !self.shared.intake.enter(&self.busy) {
             self.counters.rejected_closed.incr();
             return Err(PublishError::Closed(event));
         }
-        let result = self.publish_entered(&mut event);
+        let mut event = event;
+        let result = self.publish_entered(&mut event, None);
         self.shared.intake.exit(&self.busy);
         result.map_err(|e| e.with(event))
+    }
+
+    /// Schedules `event` for delivery at `at_ns` on the bus clock (see `Bus::now_ns`);
+    /// non-blocking like `try_publish`. The event travels to its shards now and waits on
+    /// their timer wheels; it is routed when due, to the subscriptions matching then
+    /// (the shards chosen now). Its timestamp is the due time. Cancel with
+    /// `Bus::cancel_scheduled` until it fires. A time in the past delivers at once.
+    pub fn try_publish_at(
+        &mut self,
+        mut event: Event<SLOT>,
+        at_ns: u64,
+    ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
+        if !self.shared.intake.enter(&self.busy) {
+            self.counters.rejected_closed.incr();
+            return Err(PublishError::Closed(event));
+        }
+        let result = self.publish_entered(&mut event, Some(at_ns));
+        self.shared.intake.exit(&self.busy);
+        result
+            .map(|r| (r, ScheduleToken(r.id)))
+            .map_err(|e| e.with(event))
+    }
+
+    /// Schedules `event` for delivery `delay` from now (see [`Publisher::try_publish_at`]).
+    pub fn try_publish_after(
+        &mut self,
+        event: Event<SLOT>,
+        delay: Duration,
+    ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
+        let delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        let at = self.shared.clock.now_ns().saturating_add(delay_ns);
+        self.try_publish_at(event, at)
     }
 
     /// Publishes, waiting (with the bus's wait strategy) while a ring is full.
@@ -263,7 +297,11 @@ impl<const SLOT: usize> Publisher<SLOT> {
     }
 
     /// The body of `try_publish`, inside the intake gate.
-    fn publish_entered(&mut self, event: &mut Event<SLOT>) -> Result<Receipt, Failure> {
+    fn publish_entered(
+        &mut self,
+        event: &mut Event<SLOT>,
+        at_ns: Option<u64>,
+    ) -> Result<Receipt, Failure> {
         let (ty, destination) = event.raw_ids();
         if let Err(refusal) = self.check(ty, destination) {
             self.counters.rejected_invalid.incr();
@@ -279,11 +317,18 @@ impl<const SLOT: usize> Publisher<SLOT> {
             return Err(Failure::Full);
         }
         let id = self.next_id();
-        event.stamp(id, self.agent, self.shared.clock.now_ns());
+        let now = self.shared.clock.now_ns();
+        event.stamp(id, self.agent, at_ns.unwrap_or(now));
+        event.set_scheduled(at_ns.is_some());
         self.counters.published.incr(priority);
         if mask == 0 {
             self.unroutable(event, priority);
             return Ok(Receipt { id, shards: 0 });
+        }
+        if at_ns.is_some() {
+            // Registered before any shard can see the event, so none mistakes it for
+            // cancelled.
+            self.shared.schedule.add(id, mask.count_ones());
         }
         let mut bits = mask;
         while bits != 0 {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::backoff::RetryPolicy;
-use crate::envelope::{Envelope, ErrorCode, Status};
+use crate::envelope::{Envelope, Status};
 use crate::error::BusError;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::names::{AgentId, EventType};
@@ -37,6 +37,17 @@ pub(crate) enum Verdict {
     Returned(Outcome),
     /// The handler panicked (caught).
     Panicked,
+    /// The event's deadline had passed: the handler was not called.
+    Expired,
+}
+
+/// The subscription a verdict is for, as the retry path needs it.
+pub(crate) struct MemberRef<'a> {
+    pub id: SubscriptionId,
+    pub retry: &'a RetryPolicy,
+    pub counters: &'a SubscriptionCounters,
+    /// Events of this member waiting for a retry (for least-loaded balancing).
+    pub outstanding: &'a mut u32,
 }
 
 /// One handler in a route.
@@ -178,7 +189,11 @@ impl<const SLOT: usize> Router<SLOT> {
             .members
             .remove(&id)
             .ok_or(BusError::UnknownSubscription(id))?;
-        let Some(route) = self.routes.get_mut(route_ix as usize).and_then(Option::as_mut) else {
+        let Some(route) = self
+            .routes
+            .get_mut(route_ix as usize)
+            .and_then(Option::as_mut)
+        else {
             return Err(BusError::UnknownSubscription(id));
         };
         route.members.swap_remove(pos as usize);
@@ -302,34 +317,6 @@ impl<const SLOT: usize> Router<SLOT> {
         });
     }
 
-    /// The retry policy of a subscription.
-    pub(crate) fn retry_policy(&self, id: SubscriptionId) -> Option<RetryPolicy> {
-        let &(r, m) = self.members.get(&id)?;
-        let route = self.routes.get(r as usize)?.as_ref()?;
-        Some(route.members.get(m as usize)?.retry)
-    }
-
-    /// The counters of a subscription.
-    pub(crate) fn counters(&self, id: SubscriptionId) -> Option<&SubscriptionCounters> {
-        let &(r, m) = self.members.get(&id)?;
-        let route = self.routes.get(r as usize)?.as_ref()?;
-        Some(&route.members.get(m as usize)?.counters)
-    }
-
-    /// Tracks events waiting for a retry, for least-loaded balancing.
-    pub(crate) fn set_outstanding(&mut self, id: SubscriptionId, delta: i32) {
-        if let Some(&(r, m)) = self.members.get(&id) {
-            if let Some(member) = self
-                .routes
-                .get_mut(r as usize)
-                .and_then(Option::as_mut)
-                .and_then(|route| route.members.get_mut(m as usize))
-            {
-                member.outstanding = member.outstanding.saturating_add_signed(delta);
-            }
-        }
-    }
-
     /// Builds the envelope for a dispatch of `event` at `now_ns`.
     pub(crate) fn envelope_for(event: &Event<SLOT>, now_ns: u64) -> Envelope {
         let h = event.header();
@@ -354,7 +341,7 @@ impl<const SLOT: usize> Router<SLOT> {
         &mut self,
         event: &Event<SLOT>,
         now_ns: u64,
-        mut on_verdict: impl FnMut(SubscriptionId, Verdict, &Envelope),
+        mut on_verdict: impl FnMut(Verdict, &Envelope, MemberRef<'_>),
     ) -> Envelope {
         let mut envelope = Self::envelope_for(event, now_ns);
         let h = event.header();
@@ -380,6 +367,7 @@ impl<const SLOT: usize> Router<SLOT> {
             ),
         };
         let mut failed = false;
+        let expired = envelope.is_expired(now_ns);
         for &ix in first.iter().chain(second) {
             let Some(route) = routes.get_mut(ix as usize).and_then(Option::as_mut) else {
                 continue;
@@ -391,10 +379,14 @@ impl<const SLOT: usize> Router<SLOT> {
                 continue;
             };
             member.counters.accepted.incr();
-            let verdict = deliver(member, event, &envelope, now_ns);
+            let verdict = if expired {
+                Verdict::Expired
+            } else {
+                deliver(member, event, &envelope, now_ns)
+            };
             envelope.deliveries += 1;
             failed |= note_verdict(&mut envelope, verdict);
-            on_verdict(member.id, verdict, &envelope);
+            on_verdict(verdict, &envelope, member.as_ref());
         }
         envelope.status = if envelope.deliveries == 0 {
             Status::Pending
@@ -406,32 +398,44 @@ impl<const SLOT: usize> Router<SLOT> {
         envelope
     }
 
-    /// Delivers `event` to one subscription only (a retry or a redrive). `None` if the
-    /// subscription is gone.
+    /// Delivers `event` to one subscription only (a retry or a redrive), counting it as
+    /// accepted again if `redrive`. Returns false if the subscription is gone.
     pub(crate) fn deliver_to(
         &mut self,
         id: SubscriptionId,
         event: &Event<SLOT>,
         now_ns: u64,
-        envelope: &mut Envelope,
-    ) -> Option<Verdict> {
-        let &(r, m) = self.members.get(&id)?;
-        let member = self
+        redrive: bool,
+        on_verdict: impl FnOnce(Verdict, &Envelope, MemberRef<'_>),
+    ) -> bool {
+        let Some(&(r, m)) = self.members.get(&id) else {
+            return false;
+        };
+        let Some(member) = self
             .routes
-            .get_mut(r as usize)?
-            .as_mut()?
-            .members
-            .get_mut(m as usize)?;
-        envelope.status = Status::Processing;
-        let verdict = deliver(member, event, envelope, now_ns);
+            .get_mut(r as usize)
+            .and_then(Option::as_mut)
+            .and_then(|route| route.members.get_mut(m as usize))
+        else {
+            return false;
+        };
+        if redrive {
+            member.counters.accepted.incr();
+        }
+        let mut envelope = Self::envelope_for(event, now_ns);
+        let verdict = if envelope.is_expired(now_ns) {
+            Verdict::Expired
+        } else {
+            deliver(member, event, &envelope, now_ns)
+        };
         envelope.deliveries = 1;
-        let failed = note_verdict(envelope, verdict);
-        envelope.status = if failed {
+        envelope.status = if note_verdict(&mut envelope, verdict) {
             Status::Failed
         } else {
             Status::Completed
         };
-        Some(verdict)
+        on_verdict(verdict, &envelope, member.as_ref());
+        true
     }
 }
 
@@ -443,10 +447,7 @@ fn note_verdict(envelope: &mut Envelope, verdict: Verdict) -> bool {
             envelope.last_error = Some(code);
             true
         }
-        Verdict::Panicked => {
-            envelope.last_error = Some(ErrorCode(u16::MAX));
-            true
-        }
+        Verdict::Panicked | Verdict::Expired => true,
     }
 }
 
@@ -475,6 +476,17 @@ fn deliver<const SLOT: usize>(
         Err(_) => {
             member.counters.panicked.incr();
             Verdict::Panicked
+        }
+    }
+}
+
+impl<const SLOT: usize> Member<SLOT> {
+    fn as_ref(&mut self) -> MemberRef<'_> {
+        MemberRef {
+            id: self.id,
+            retry: &self.retry,
+            counters: &self.counters,
+            outstanding: &mut self.outstanding,
         }
     }
 }
@@ -528,11 +540,22 @@ mod tests {
     fn broadcast_reaches_every_matching_route_and_direct_only_its_agent() {
         let mut r: Router = Router::new();
         let (a, b, c) = (Arc::default(), Arc::default(), Arc::default());
-        r.subscribe(Filter::of_type(EventType::AGENT_TASK), Some(AgentId(1)), counting(&a));
-        r.subscribe(Filter::of_type(EventType::AGENT_TASK), Some(AgentId(2)), counting(&b));
+        r.subscribe(
+            Filter::of_type(EventType::AGENT_TASK),
+            Some(AgentId(1)),
+            counting(&a),
+        );
+        r.subscribe(
+            Filter::of_type(EventType::AGENT_TASK),
+            Some(AgentId(2)),
+            counting(&b),
+        );
         r.subscribe(Filter::any(), None, counting(&c));
         assert_eq!(r.route(&event(EventType::AGENT_TASK, None)).deliveries, 3);
-        assert_eq!(r.route(&event(EventType::AGENT_TASK, Some(2))).deliveries, 1);
+        assert_eq!(
+            r.route(&event(EventType::AGENT_TASK, Some(2))).deliveries,
+            1
+        );
         assert_eq!(r.route(&event(EventType::SYSTEM_EVENT, None)).deliveries, 1);
         let get = |x: &Arc<AtomicU32>| x.load(Ordering::Relaxed);
         assert_eq!((get(&a), get(&b), get(&c)), (1, 2, 2));
@@ -583,7 +606,10 @@ mod tests {
         let id = r.register_handler(EventType::AGENT_TASK, |_| Outcome::Done);
         assert_eq!(r.unsubscribe(id), Ok(()));
         assert_eq!(r.unsubscribe(id), Err(BusError::UnknownSubscription(id)));
-        assert_eq!(r.route(&event(EventType::AGENT_TASK, None)).status, Status::Pending);
+        assert_eq!(
+            r.route(&event(EventType::AGENT_TASK, None)).status,
+            Status::Pending
+        );
         assert!(r.is_empty());
     }
 

@@ -13,23 +13,41 @@
 //!
 //! Control messages (new lanes, subscriptions, unsubscriptions) arrive on a channel and are
 //! applied at the start of every `poll`, before any event of that poll is dispatched.
+//!
+//! Each poll, in order: control messages; due timer-wheel entries (retries and scheduled
+//! events, at most `MAX_FIRED_PER_POLL`); redriven dead letters; then the rings. The wheel
+//! is advanced by this shard's clock: no thread of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
+use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
 use crate::clock::Clock;
+use crate::dead_letters::DeadReason;
+use crate::envelope::Envelope;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::lanes::{ConsumerSet, Lane};
+use crate::names::AgentId;
 use crate::priority::Priority;
-use crate::router::{NewMember, RouteKey, Router, Verdict};
+use crate::retry::{History, Letter, Retries, Timed};
+use crate::router::{NewMember, RouteKey, Router};
 use crate::stats::ShardCounters;
 use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
 use crate::sync::AtomicU64;
-use crate::names::AgentId;
+
+/// A dead letter on its way back to the bus.
+pub(crate) struct Redrive<const SLOT: usize> {
+    pub(crate) event: Event<SLOT>,
+    /// Deliver to this subscription only; `None`: route it like a new event.
+    pub(crate) subscription: Option<SubscriptionId>,
+}
+
+/// The queue of redriven dead letters a shard takes in (bounded, preallocated).
+pub(crate) type RedriveQueue<const SLOT: usize> = ArrayQueue<Redrive<SLOT>>;
 
 /// The largest batch taken from one lane at a time.
 const MAX_BATCH: usize = 64;
@@ -96,19 +114,25 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     /// Events taken from higher levels since each level was last served while waiting.
     starved_for: [u32; Priority::COUNT],
     stop_requested: bool,
+    retries: Retries<SLOT>,
+    redrives: Arc<RedriveQueue<SLOT>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Shard")
             .field("index", &self.index)
-            .field("lanes", &self.lanes.iter().map(Vec::len).collect::<Vec<_>>())
+            .field(
+                "lanes",
+                &self.lanes.iter().map(Vec::len).collect::<Vec<_>>(),
+            )
             .field("router", &self.router)
             .finish()
     }
 }
 
 impl<const SLOT: usize> Shard<SLOT> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: usize,
         router: Router<SLOT>,
@@ -116,6 +140,8 @@ impl<const SLOT: usize> Shard<SLOT> {
         shared: Arc<ShardShared>,
         clock: Clock,
         guard: u32,
+        retries: Retries<SLOT>,
+        redrives: Arc<RedriveQueue<SLOT>>,
     ) -> Self {
         Shard {
             index,
@@ -130,6 +156,8 @@ impl<const SLOT: usize> Shard<SLOT> {
             guard: guard.max(1),
             starved_for: [0; Priority::COUNT],
             stop_requested: false,
+            retries,
+            redrives,
         }
     }
 
@@ -138,12 +166,14 @@ impl<const SLOT: usize> Shard<SLOT> {
         self.index
     }
 
-    /// Dispatches up to `max` events (critical first, with the starvation guard) and
-    /// returns how many were taken. Applies pending control messages first. Never blocks.
+    /// Dispatches up to `max` events (due retries and scheduled events, redriven dead
+    /// letters, then the rings, critical first with the starvation guard) and returns how
+    /// many were handled. Applies pending control messages first. Never blocks.
     pub fn poll(&mut self, max: usize) -> usize {
         self.apply_control();
         let now = self.clock.now_ns();
-        let mut done = 0;
+        let mut done = self.run_timers(now);
+        done += self.run_redrives(now, max.saturating_sub(done));
         while done < max {
             let waiting = self.waiting_levels();
             let Some(level) = self.pick_level(waiting) else {
@@ -154,10 +184,18 @@ impl<const SLOT: usize> Shard<SLOT> {
             self.note_served(level, taken, waiting);
             done += taken;
         }
+        if self.stop_requested && self.is_idle() {
+            done += self.flush_timers_on_stop(now);
+        }
+        let pending = self.retries.wheel.len() as u64;
+        self.shared.counters.timers_pending.set(pending);
         done
     }
 
-    /// Polls until the rings are empty; returns how many events were taken.
+    /// Polls until the rings and the redrive queue are empty; returns how many events
+    /// were handled. Entries waiting on the timer wheel stay there (see
+    /// [`Shard::pending_timers`]) unless the bus is closing, when they go to the dead
+    /// letters with reason `Shutdown`.
     pub fn drain(&mut self) -> usize {
         let mut total = 0;
         loop {
@@ -169,9 +207,15 @@ impl<const SLOT: usize> Shard<SLOT> {
         }
     }
 
-    /// Whether every ring of this shard is empty right now.
+    /// Whether the rings and the redrive queue are empty right now (the timer wheel may
+    /// still hold retries and scheduled events).
     pub fn is_idle(&self) -> bool {
-        self.waiting_levels() == 0
+        self.waiting_levels() == 0 && self.redrives.is_empty()
+    }
+
+    /// Retries and scheduled events waiting on this shard's timer wheel.
+    pub fn pending_timers(&self) -> usize {
+        self.retries.wheel.len()
     }
 
     /// Events waiting in this shard's rings, per priority (their fill level).
@@ -241,6 +285,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             cursors,
             router,
             shared,
+            retries,
             ..
         } = self;
         let lanes = &mut lanes[level];
@@ -259,16 +304,10 @@ impl<const SLOT: usize> Shard<SLOT> {
             };
             let (first, second) = chunk.as_slices();
             for event in first.iter().chain(second) {
-                let envelope = router.dispatch(event, now, |_id, verdict, _env| {
-                    if verdict == Verdict::Panicked {
-                        counters.panicked.incr();
-                    }
-                });
-                if envelope.deliveries == 0 {
-                    counters.unmatched.incr(priority);
-                } else {
-                    counters.delivered.add(priority, u64::from(envelope.deliveries));
+                if event.header().is_scheduled() && !take_scheduled(retries, counters, event, now) {
+                    continue;
                 }
+                dispatch_one(router, retries, counters, event, now);
             }
             chunk.commit_all();
             taken += want;
@@ -278,6 +317,182 @@ impl<const SLOT: usize> Shard<SLOT> {
         }
         counters.dispatched.add(priority, taken as u64);
         taken
+    }
+
+    /// Fires due timer-wheel entries: retries to their one subscription, scheduled events
+    /// to every matching subscription.
+    fn run_timers(&mut self, now: u64) -> usize {
+        self.retries.collect_due(now);
+        if self.retries.fired.is_empty() {
+            return 0;
+        }
+        // Taken out so the entries can be settled through `self.retries`; an empty Vec
+        // does not allocate, and the buffer (with its capacity) is put back below.
+        let mut fired = core::mem::take(&mut self.retries.fired);
+        let n = fired.len();
+        let Shard {
+            router,
+            shared,
+            retries,
+            ..
+        } = self;
+        let counters = &shared.counters;
+        for entry in fired.drain(..) {
+            match entry {
+                Timed::Scheduled { event } => {
+                    if retries.schedule.fire(event.header().id()) {
+                        counters.scheduled_fired.incr();
+                        dispatch_one(router, retries, counters, &event, now);
+                    } else {
+                        counters.scheduled_cancelled.incr();
+                    }
+                }
+                Timed::Retry {
+                    event,
+                    subscription,
+                    attempts,
+                    first_attempt_ns,
+                    last_error,
+                    previous_delay,
+                } => {
+                    counters.retries_fired.incr();
+                    let history = History {
+                        first_attempt_ns: Some(first_attempt_ns),
+                        previous_delay,
+                    };
+                    let found = router.deliver_to(
+                        subscription,
+                        &event,
+                        now,
+                        false,
+                        |verdict, envelope, member| {
+                            *member.outstanding = member.outstanding.saturating_sub(1);
+                            count_delivery(counters, &event, 1);
+                            retries.settle(&event, envelope, verdict, member, now, history);
+                        },
+                    );
+                    if !found {
+                        let mut envelope = Router::<SLOT>::envelope_for(&event, now);
+                        envelope.last_error = last_error;
+                        let letter = Letter {
+                            reason: DeadReason::Unsubscribed,
+                            attempts,
+                            last_error,
+                            first_attempt_ns,
+                        };
+                        retries.dead_letter(&event, &envelope, Some(subscription), letter, now);
+                    }
+                }
+            }
+        }
+        self.retries.fired = fired;
+        n
+    }
+
+    /// Delivers redriven dead letters (at most `max`).
+    fn run_redrives(&mut self, now: u64, max: usize) -> usize {
+        let Shard {
+            router,
+            shared,
+            retries,
+            redrives,
+            ..
+        } = self;
+        let counters = &shared.counters;
+        let mut n = 0;
+        while n < max {
+            let Some(Redrive {
+                mut event,
+                subscription,
+            }) = redrives.pop()
+            else {
+                break;
+            };
+            n += 1;
+            counters.redriven.incr();
+            event.set_attempts(0);
+            match subscription {
+                None => dispatch_one(router, retries, counters, &event, now),
+                Some(id) => {
+                    let found =
+                        router.deliver_to(id, &event, now, true, |verdict, envelope, member| {
+                            count_delivery(counters, &event, 1);
+                            retries.settle(
+                                &event,
+                                envelope,
+                                verdict,
+                                member,
+                                now,
+                                History::default(),
+                            );
+                        });
+                    if !found {
+                        let envelope = Router::<SLOT>::envelope_for(&event, now);
+                        let letter = Letter {
+                            reason: DeadReason::Unsubscribed,
+                            attempts: 0,
+                            last_error: None,
+                            first_attempt_ns: now,
+                        };
+                        retries.dead_letter(&event, &envelope, Some(id), letter, now);
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// On close, with the rings drained: moves what still waits on the wheel to the dead
+    /// letters (`Shutdown`), so nothing accepted is lost. (Due entries already fired in
+    /// this poll's `run_timers`.)
+    fn flush_timers_on_stop(&mut self, now: u64) -> usize {
+        if self.retries.wheel.is_empty() {
+            return 0;
+        }
+        let Shard {
+            shared, retries, ..
+        } = self;
+        let counters = &shared.counters;
+        // Closing is not the hot path: a temporary buffer is fine here.
+        let mut left = Vec::with_capacity(retries.wheel.len());
+        retries
+            .wheel
+            .advance(u64::MAX, |_, _, entry| left.push(entry));
+        let n = left.len();
+        for entry in left {
+            let (event, subscription, attempts, first, last_error) = match entry {
+                Timed::Scheduled { event } => {
+                    if !retries.schedule.cancel(event.header().id()) {
+                        counters.scheduled_cancelled.incr();
+                        continue;
+                    }
+                    (event, None, 0, now, None)
+                }
+                Timed::Retry {
+                    event,
+                    subscription,
+                    attempts,
+                    first_attempt_ns,
+                    last_error,
+                    ..
+                } => (
+                    event,
+                    Some(subscription),
+                    attempts,
+                    first_attempt_ns,
+                    last_error,
+                ),
+            };
+            let envelope = Router::<SLOT>::envelope_for(&event, now);
+            let letter = Letter {
+                reason: DeadReason::Shutdown,
+                attempts,
+                last_error,
+                first_attempt_ns: first,
+            };
+            retries.dead_letter(&event, &envelope, subscription, letter, now);
+        }
+        n
     }
 
     /// Applies every pending control message.
@@ -340,6 +555,7 @@ impl<const SLOT: usize> Shard<SLOT> {
     }
 
     fn retire_empty_lanes(&mut self) {
+        // Runs only after a publisher was dropped: control plane, not the hot path.
         let retiring = &self.retiring;
         for lanes in &mut self.lanes {
             lanes.retain(|l| !(retiring.contains(&l.publisher) && l.consumer.is_empty()));
@@ -348,5 +564,64 @@ impl<const SLOT: usize> Shard<SLOT> {
         self.retiring
             .retain(|p| lanes.iter().any(|ls| ls.iter().any(|l| l.publisher == *p)));
         self.cursors = [0; Priority::COUNT];
+    }
+}
+
+/// Routes one event to every matching subscription and settles each outcome.
+fn dispatch_one<const SLOT: usize>(
+    router: &mut Router<SLOT>,
+    retries: &mut Retries<SLOT>,
+    counters: &ShardCounters,
+    event: &Event<SLOT>,
+    now: u64,
+) {
+    let envelope: Envelope = router.dispatch(event, now, |verdict, envelope, member| {
+        retries.settle(event, envelope, verdict, member, now, History::default());
+    });
+    if envelope.deliveries == 0 {
+        counters.unmatched.incr(event.header().priority());
+    } else {
+        count_delivery(counters, event, envelope.deliveries);
+    }
+}
+
+/// Counts handler deliveries of `event`.
+fn count_delivery<const SLOT: usize>(counters: &ShardCounters, event: &Event<SLOT>, n: u32) {
+    counters
+        .delivered
+        .add(event.header().priority(), u64::from(n));
+}
+
+/// A scheduled event off a ring: waits on the wheel if not yet due (false: do not dispatch
+/// now), else checks it was not cancelled (true: dispatch).
+fn take_scheduled<const SLOT: usize>(
+    retries: &mut Retries<SLOT>,
+    counters: &ShardCounters,
+    event: &Event<SLOT>,
+    now: u64,
+) -> bool {
+    let due = event.header().timestamp_ns();
+    if due > now {
+        if let Err(event) = retries.schedule(event.clone(), due) {
+            // Wheel full: the explicit policy is a dead letter, so nothing vanishes.
+            if retries.schedule.cancel(event.header().id()) {
+                let envelope = Router::<SLOT>::envelope_for(&event, now);
+                let letter = Letter {
+                    reason: DeadReason::RetryCapacity,
+                    attempts: 0,
+                    last_error: None,
+                    first_attempt_ns: now,
+                };
+                retries.dead_letter(&event, &envelope, None, letter, now);
+            }
+        }
+        return false;
+    }
+    if retries.schedule.fire(event.header().id()) {
+        counters.scheduled_fired.incr();
+        true
+    } else {
+        counters.scheduled_cancelled.incr();
+        false
     }
 }

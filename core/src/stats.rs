@@ -4,8 +4,6 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_utils::CachePadded;
-
 use crate::priority::Priority;
 
 /// A counter with a single writer. `add` is a relaxed load and store: only the owning
@@ -17,14 +15,22 @@ impl Counter {
     /// Adds `n`. Must only be called by the counter's single writer.
     #[inline]
     pub(crate) fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one.
     #[inline]
     pub(crate) fn incr(&self) {
         self.add(1);
+    }
+
+    /// Sets the value (for gauges). Single writer only.
+    #[inline]
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
     }
 
     /// The current value.
@@ -78,12 +84,13 @@ pub struct ShardCounters {
     pub scheduled_fired: Counter,
     /// Dead letters redriven back to their subscription.
     pub redriven: Counter,
+    /// Scheduled events dropped because they were cancelled.
+    pub scheduled_cancelled: Counter,
+    /// Entries waiting on the timer wheel now (a gauge).
+    pub timers_pending: Counter,
     /// Whether pinning this shard's worker to a core failed (1) or was not asked (0).
     pub pin_failed: Counter,
 }
-
-/// Cache-padded shard counters, shared between the shard and readers.
-pub type SharedShardCounters = CachePadded<ShardCounters>;
 
 /// Counts a publisher keeps (written by the publisher's thread only).
 #[derive(Debug, Default)]
@@ -114,7 +121,9 @@ pub struct PublisherShardCounters {
 impl PublisherCounters {
     pub(crate) fn new(shards: usize) -> Self {
         PublisherCounters {
-            shards: (0..shards).map(|_| PublisherShardCounters::default()).collect(),
+            shards: (0..shards)
+                .map(|_| PublisherShardCounters::default())
+                .collect(),
             ..PublisherCounters::default()
         }
     }
@@ -195,6 +204,10 @@ pub struct ShardStats {
     pub scheduled_fired: u64,
     /// Dead letters redriven.
     pub redriven: u64,
+    /// Scheduled events cancelled before they fired here.
+    pub scheduled_cancelled: u64,
+    /// Entries waiting on the timer wheel.
+    pub timers_pending: u64,
     /// Whether pinning the worker failed.
     pub pin_failed: bool,
 }
@@ -221,7 +234,10 @@ pub struct BusStats {
 impl BusStats {
     /// Handler invocations over all shards.
     pub fn delivered(&self) -> u64 {
-        self.shards.iter().map(|s| s.delivered.iter().sum::<u64>()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.delivered.iter().sum::<u64>())
+            .sum()
     }
     /// Publish attempts refused with an error.
     pub fn rejected(&self) -> u64 {
@@ -229,6 +245,9 @@ impl BusStats {
     }
     /// Events still in rings.
     pub fn queued(&self) -> u64 {
-        self.shards.iter().map(|s| s.queued.iter().sum::<u64>()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.queued.iter().sum::<u64>())
+            .sum()
     }
 }
