@@ -113,3 +113,8 @@ pub use subscription::{
 };
 pub use targets::MAX_SHARDS;
 pub use wait::WaitStrategy;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

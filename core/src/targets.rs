@@ -13,7 +13,9 @@
 //! shard and is counted `unmatched` there, never lost.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU64;
 
 use crate::names::{AgentId, EventType, MAX_AGENTS, MAX_EVENT_TYPES};
 
@@ -48,15 +50,20 @@ pub(crate) struct TargetCounts {
 
 impl Default for ShardTargets {
     fn default() -> Self {
-        ShardTargets {
-            by_type: (0..MAX_EVENT_TYPES).map(|_| AtomicU64::new(0)).collect(),
-            any_type: AtomicU64::new(0),
-            by_destination: (0..MAX_AGENTS).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Self::with_sizes(MAX_EVENT_TYPES, MAX_AGENTS)
     }
 }
 
 impl ShardTargets {
+    /// Masks for `types` event types and `agents` agents (ids past them route nowhere).
+    pub(crate) fn with_sizes(types: usize, agents: usize) -> Self {
+        ShardTargets {
+            by_type: (0..types).map(|_| AtomicU64::new(0)).collect(),
+            any_type: AtomicU64::new(0),
+            by_destination: (0..agents).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
     /// The shards that must receive an event of type `ty` to `destination`.
     #[inline]
     pub(crate) fn for_event(&self, ty: EventType, destination: Option<AgentId>) -> u64 {
@@ -104,7 +111,52 @@ impl ShardTargets {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+    use loom::sync::Arc;
+
+    /// A publish that starts after `subscribe` returned (here: after it raised a flag the
+    /// publisher then saw) finds the subscription's shard in the mask; and a concurrent
+    /// unsubscribe of another shard never clears it.
+    #[test]
+    fn a_publish_after_subscribe_sees_its_shard() {
+        loom::model(|| {
+            let targets = Arc::new(ShardTargets::with_sizes(2, 2));
+            let counts = Arc::new(std::sync::Mutex::new(TargetCounts::default()));
+            let other = Footprint {
+                shard: 1,
+                types: vec![EventType::AGENT_TASK],
+                destinations: vec![],
+            };
+            targets.apply(&mut counts.lock().unwrap(), &other, 1);
+            let subscribed = Arc::new(AtomicBool::new(false));
+            let subscriber = {
+                let (targets, counts, subscribed) =
+                    (Arc::clone(&targets), Arc::clone(&counts), Arc::clone(&subscribed));
+                loom::thread::spawn(move || {
+                    let mine = Footprint {
+                        shard: 0,
+                        types: vec![EventType::AGENT_TASK],
+                        destinations: vec![],
+                    };
+                    targets.apply(&mut counts.lock().unwrap(), &mine, 1);
+                    subscribed.store(true, Ordering::Release);
+                    targets.apply(&mut counts.lock().unwrap(), &other, -1);
+                })
+            };
+            if subscribed.load(Ordering::Acquire) {
+                let mask = targets.for_event(EventType::AGENT_TASK, None);
+                assert_eq!(mask & 1, 1, "subscribed shard missing from the mask");
+            }
+            subscriber.join().unwrap();
+            assert_eq!(targets.for_event(EventType::AGENT_TASK, None), 1);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
