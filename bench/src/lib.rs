@@ -1,0 +1,18 @@
+//! # dreamnet-bus-bench
+//!
+//! The load generator (`cargo run --release --bin loadgen`) and the pieces it is built
+//! from, kept in a library so the criterion benches can reuse them:
+//!
+//! - [`workload`]: the agents, the event mix, the subscriptions of every routing strategy
+//!   with a model of who should get what, the payload, and the per-handler latency probe;
+//! - [`dreamnet`]: that workload on `dreamnet-bus`;
+//! - [`baseline`]: the same workload on a "channel bus" built the way a user would build
+//!   one (a bounded `crossbeam-channel` of boxed events and a `HashMap` dispatch);
+//! - [`report`]: the end report, as text or JSON;
+//! - [`alloc`]: a counting allocator, so allocations per event are measured, not assumed.
+
+pub mod alloc;
+pub mod baseline;
+pub mod dreamnet;
+pub mod report;
+pub mod workload;
