@@ -133,8 +133,11 @@ mod loom_tests {
             targets.apply(&mut counts.lock().unwrap(), &other, 1);
             let subscribed = Arc::new(AtomicBool::new(false));
             let subscriber = {
-                let (targets, counts, subscribed) =
-                    (Arc::clone(&targets), Arc::clone(&counts), Arc::clone(&subscribed));
+                let (targets, counts, subscribed) = (
+                    Arc::clone(&targets),
+                    Arc::clone(&counts),
+                    Arc::clone(&subscribed),
+                );
                 loom::thread::spawn(move || {
                     let mine = Footprint {
                         shard: 0,
