@@ -284,7 +284,7 @@ pub fn run(opts: &Options, capacity: usize) -> Result<RunReport, Box<dyn Error>>
                         ev.timestamp_ns
                     };
                     let w = workload::touch(ev.payload.seq, &ev.payload.blob);
-                    probe.observe(ev.priority, start, now, w);
+                    probe.observe(ev.priority, start, ev.timestamp_ns, now, w);
                 }),
             );
         }
@@ -346,6 +346,7 @@ pub fn run(opts: &Options, capacity: usize) -> Result<RunReport, Box<dyn Error>>
     let probes = workload::collect_probes(&prx, eps.len());
 
     let mut report = RunReport::new("channel bus", reading, tally, &eps, probes);
+    report.open_loop = open;
     let t = &report.tally;
     let accepted = t.total();
     let handler_calls: u64 = report.endpoints.iter().map(|e| e.delivered).sum();

@@ -104,6 +104,7 @@ fn handler<const SLOT: usize>(
                 probe.observe(
                     h.priority(),
                     start,
+                    h.timestamp_ns(),
                     now,
                     workload::touch(w.seq.to_native(), &w.blob),
                 );
@@ -232,6 +233,7 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
     let probes = workload::collect_probes(&rx, eps.len());
 
     let mut report = RunReport::new("dreamnet-bus", reading, tally, &eps, probes);
+    report.open_loop = open;
     for (row, acc) in report.endpoints.iter_mut().zip(accepted) {
         row.bus_accepted = acc;
     }

@@ -68,6 +68,11 @@ pub struct RunReport {
     pub latency: Vec<Histogram<u64>>,
     /// Latency over all priorities.
     pub overall: Histogram<u64>,
+    /// Latency from the publisher's acceptance stamp, all priorities (differs from
+    /// `overall` in open loop only).
+    pub from_stamp: Histogram<u64>,
+    /// Whether latency counts from intended send times (open loop).
+    pub open_loop: bool,
     /// What the producers did over the whole run.
     pub tally: Tally,
     /// Per handler.
@@ -90,6 +95,7 @@ impl RunReport {
     ) -> Self {
         let mut latency: Vec<Histogram<u64>> =
             (0..Priority::COUNT).map(|_| new_histogram()).collect();
+        let mut from_stamp = new_histogram();
         let mut rows = Vec::with_capacity(endpoints.len());
         let mut missing = 0;
         let mut bad = 0;
@@ -113,6 +119,7 @@ impl RunReport {
                         // Same bounds everywhere, so adding cannot fail.
                         let _ = mine.add(theirs);
                     }
+                    let _ = from_stamp.add(&p.from_stamp);
                     bad += p.bad_payload;
                     p.delivered
                 }
@@ -152,6 +159,8 @@ impl RunReport {
             reading,
             latency,
             overall,
+            from_stamp,
+            open_loop: false,
             tally,
             endpoints: rows,
             checks,
@@ -233,6 +242,9 @@ pub fn text(r: &RunReport) -> String {
         .zip(r.latency.iter())
         .collect();
     rows.push(("all", &r.overall));
+    if r.open_loop {
+        rows.push(("stamp", &r.from_stamp));
+    }
     for (name, h) in rows {
         let _ = write!(s, "              {name:>8}");
         if h.is_empty() {
@@ -243,6 +255,12 @@ pub fn text(r: &RunReport) -> String {
             let _ = write!(s, " {:>8}", us(h.value_at_quantile(q)));
         }
         let _ = writeln!(s, " {:>8} {:>12}", us(h.max()), thousands(h.len()));
+    }
+    if r.open_loop {
+        let _ = writeln!(
+            s,
+            "              (from the intended send time; 'stamp': from the publisher's acceptance stamp, leaving out producer lateness)"
+        );
     }
     let _ = writeln!(
         s,
@@ -390,7 +408,13 @@ pub fn json_run(r: &RunReport) -> String {
     for (p, h) in Priority::ALL.iter().zip(&r.latency) {
         let _ = write!(s, "{}:{},", js(p.name()), json_hist(h));
     }
-    let _ = write!(s, "\"all\":{}}},", json_hist(&r.overall));
+    let _ = write!(
+        s,
+        "\"all\":{},\"from_stamp\":{}}},\"open_loop\":{},",
+        json_hist(&r.overall),
+        json_hist(&r.from_stamp),
+        r.open_loop
+    );
     let _ = write!(
         s,
         "\"allocations\":{{\"hot\":{},\"process\":{},\"per_event\":{}}},",

@@ -383,6 +383,9 @@ pub struct ProbeReport {
     pub endpoint: usize,
     /// Latency per priority (in `Priority::ALL` order), window only.
     pub latency: Vec<Histogram<u64>>,
+    /// Latency from the publisher's acceptance stamp, all priorities, window only (in
+    /// open loop this leaves out the time an event was late leaving its producer).
+    pub from_stamp: Histogram<u64>,
     /// Handler invocations, whole run.
     pub delivered: u64,
     /// Payloads that could not be read (should be 0).
@@ -398,6 +401,7 @@ pub struct ProbeReport {
 pub struct Probe {
     endpoint: usize,
     latency: Vec<Histogram<u64>>,
+    from_stamp: Histogram<u64>,
     delivered: u64,
     bad_payload: u64,
     checksum: u64,
@@ -411,6 +415,7 @@ impl Probe {
         Probe {
             endpoint,
             latency: (0..Priority::COUNT).map(|_| new_histogram()).collect(),
+            from_stamp: new_histogram(),
             delivered: 0,
             bad_payload: 0,
             checksum: 0,
@@ -419,13 +424,24 @@ impl Probe {
         }
     }
 
-    /// Records one delivery: started at `start_ns`, handled at `now_ns` (bus clock).
+    /// Records one delivery: due at `start_ns` (the publish stamp in closed loop, the
+    /// intended send time in open loop), stamped at `stamp_ns` by the publisher, handled
+    /// at `now_ns` (all on the same clock).
     #[inline]
-    pub fn observe(&mut self, priority: Priority, start_ns: u64, now_ns: u64, work: u64) {
+    pub fn observe(
+        &mut self,
+        priority: Priority,
+        start_ns: u64,
+        stamp_ns: u64,
+        now_ns: u64,
+        work: u64,
+    ) {
         self.delivered += 1;
         self.checksum = self.checksum.wrapping_add(work);
         if self.window.contains(start_ns) {
             self.latency[priority.index()].saturating_record(now_ns.saturating_sub(start_ns));
+            self.from_stamp
+                .saturating_record(now_ns.saturating_sub(stamp_ns));
         }
     }
 
@@ -441,6 +457,10 @@ impl Drop for Probe {
         let report = ProbeReport {
             endpoint: self.endpoint,
             latency: std::mem::take(&mut self.latency),
+            from_stamp: std::mem::replace(
+                &mut self.from_stamp,
+                Histogram::new(1).expect("1 significant digit is valid"),
+            ),
             delivered: self.delivered,
             bad_payload: self.bad_payload,
             checksum: self.checksum,
