@@ -57,7 +57,7 @@ fn produce(mut p: Publisher, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<P
         let mut out = Published::default();
         let mut i = 0u64;
         while !stop.load(Ordering::Acquire) {
-            let ty = if i % 2 == 0 {
+            let ty = if i.is_multiple_of(2) {
                 out.tasks += 1;
                 EventType::AGENT_TASK
             } else {

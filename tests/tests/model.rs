@@ -111,7 +111,7 @@ fn model_passes(f: &FilterSpec, e: &EventSpec, correlation: u64) -> bool {
         // Publisher i publishes as agent i.
         && f.source.is_none_or(|s| s == e.publisher)
         && (f.priorities.is_empty() || f.priorities.contains(&e.priority))
-        && f.modulus.is_none_or(|m| correlation % m == 0)
+        && f.modulus.is_none_or(|m| correlation.is_multiple_of(m))
 }
 
 fn subscription(f: &FilterSpec, agents: &[AgentId], shards: usize) -> Subscription {
@@ -125,7 +125,7 @@ fn subscription(f: &FilterSpec, agents: &[AgentId], shards: usize) -> Subscripti
         filter = filter.priorities(&levels);
     }
     if let Some(m) = f.modulus {
-        filter = filter.matching(move |h| h.correlation_id() % m == 0);
+        filter = filter.matching(move |h| h.correlation_id().is_multiple_of(m));
     }
     if let Some(t) = f.tap {
         filter = filter.to_destination(agents[t]);

@@ -94,11 +94,12 @@ fn subs() -> Vec<Sub> {
             shard: 0,
             subscription: |_| {
                 Subscription::new(
-                    Filter::any()
-                        .matching(|h| (h.correlation_id() & ((1 << SEQ_SHIFT) - 1)) % 5 == 0),
+                    Filter::any().matching(|h| {
+                        (h.correlation_id() & ((1 << SEQ_SHIFT) - 1)).is_multiple_of(5)
+                    }),
                 )
             },
-            wants: |_, seq, k| !k.direct && seq % 5 == 0,
+            wants: |_, seq, k| !k.direct && seq.is_multiple_of(5),
         },
         // A tap on the sink's direct traffic, responses only.
         Sub {

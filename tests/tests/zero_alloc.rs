@@ -116,12 +116,12 @@ fn reader(seen: &Arc<Seen>) -> impl FnMut(&Delivery<'_, DEFAULT_SLOT>) -> Outcom
 /// One publish: even sequence numbers through `Event::with_payload`, odd ones in place.
 /// Returns false if the ring was full (nothing published).
 fn publish_once(p: &mut Publisher, seq: u64) -> bool {
-    let (ty, prio) = if seq % 3 == 0 {
+    let (ty, prio) = if seq.is_multiple_of(3) {
         (EventType::AGENT_STATUS, Priority::High)
     } else {
         (EventType::AGENT_TASK, Priority::Normal)
     };
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         let event = Event::new(ty)
             .with_priority(prio)
             .with_correlation_id(seq)
