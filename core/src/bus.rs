@@ -558,7 +558,8 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// After `close` starts, publishes return `Closed` with the event. Every event accepted
     /// before is delivered: worker mode drains before `close` returns; in poll mode the
     /// shards not yet taken are drained here, and taken shards drain on your next polls
-    /// (`Shard::drain`). Idempotent.
+    /// (`Shard::drain`). Called from a handler (on a worker), it stops intake and returns
+    /// without waiting. Idempotent.
     pub fn close(&self) {
         self.shared.intake.close();
         {
@@ -576,6 +577,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             for shard in shards {
                 shard.drain();
             }
+        }
+        if self.worker_threads.contains(&std::thread::current().id()) {
+            // Called from a handler: a worker cannot join itself. The workers drain and
+            // stop on their own after `Stop`; dropping the bus later joins them.
+            return;
         }
         let handles = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
         for handle in handles {

@@ -27,12 +27,18 @@ pub enum Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ErrorCode(pub u16);
 
+impl ErrorCode {
+    /// The code the bus records when a handler panicked.
+    pub const PANICKED: ErrorCode = ErrorCode(u16::MAX);
+}
+
 /// The envelope of the spec: routing path, hops, route time, attempts, deadline, status.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Envelope {
     /// The agents the event passed: its source, then its destination if it has one.
     pub path: ArrayVec<AgentId, MAX_PATH>,
-    /// How many hops the event took (`path.len() - 1` for an in-process route).
+    /// How many agents the route touched, as in the spec's example (`path.len()`: 2 for
+    /// a direct event, 1 for a broadcast).
     pub hops: u8,
     /// When the router took the event, nanoseconds on the bus clock.
     pub route_timestamp_ns: u64,

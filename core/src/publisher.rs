@@ -152,35 +152,21 @@ impl<const SLOT: usize> Publisher<SLOT> {
         &mut self,
         event: Event<SLOT>,
     ) -> Result<Receipt, PublishError<Event<SLOT>>> {
-        if !self.shared.intake.enter(&self.busy) {
-            self.counters.rejected_closed.incr();
-            return Err(PublishError::Closed(event));
-        }
-        let mut event = event;
-        let result = self.publish_entered(&mut event, None);
-        self.shared.intake.exit(&self.busy);
-        result.map_err(|e| e.with(event))
+        self.publish_gated(event, None, true)
     }
 
     /// Schedules `event` for delivery at `at_ns` on the bus clock (see `Bus::now_ns`);
     /// non-blocking like `try_publish`. The event travels to its shards now and waits on
-    /// their timer wheels; it is routed when due, to the subscriptions matching then
-    /// (the shards chosen now). Its timestamp is the due time. Cancel with
-    /// `Bus::cancel_scheduled` until it fires. A time in the past delivers at once.
+    /// their timer wheels; when due, it is routed to the subscriptions matching then on
+    /// those shards. Its timestamp is the due time. Cancel with `Bus::cancel_scheduled`
+    /// until it fires. A time in the past delivers at the shards' next poll.
     pub fn try_publish_at(
         &mut self,
-        mut event: Event<SLOT>,
+        event: Event<SLOT>,
         at_ns: u64,
     ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
-        if !self.shared.intake.enter(&self.busy) {
-            self.counters.rejected_closed.incr();
-            return Err(PublishError::Closed(event));
-        }
-        let result = self.publish_entered(&mut event, Some(at_ns));
-        self.shared.intake.exit(&self.busy);
-        result
+        self.publish_gated(event, Some(at_ns), true)
             .map(|r| (r, ScheduleToken(r.id)))
-            .map_err(|e| e.with(event))
     }
 
     /// Schedules `event` for delivery `delay` from now (see [`Publisher::try_publish_at`]).
@@ -192,6 +178,23 @@ impl<const SLOT: usize> Publisher<SLOT> {
         let delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         let at = self.shared.clock.now_ns().saturating_add(delay_ns);
         self.try_publish_at(event, at)
+    }
+
+    /// One publish inside the intake gate. `count_full`: count a `Full` refusal (a
+    /// blocking publish counts only the refusal it finally returns).
+    fn publish_gated(
+        &mut self,
+        mut event: Event<SLOT>,
+        at_ns: Option<u64>,
+        count_full: bool,
+    ) -> Result<Receipt, PublishError<Event<SLOT>>> {
+        if !self.shared.intake.enter(&self.busy) {
+            self.counters.rejected_closed.incr();
+            return Err(PublishError::Closed(event));
+        }
+        let result = self.publish_entered(&mut event, at_ns, count_full);
+        self.shared.intake.exit(&self.busy);
+        result.map_err(|e| e.with(event))
     }
 
     /// Publishes, waiting (with the bus's wait strategy) while a ring is full.
@@ -218,9 +221,11 @@ impl<const SLOT: usize> Publisher<SLOT> {
     ) -> Result<Receipt, PublishError<Event<SLOT>>> {
         let mut waiter = Waiter::new(self.shared.config.wait);
         loop {
-            match self.try_publish(event) {
+            match self.publish_gated(event, None, false) {
                 Err(PublishError::Full(back)) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
+                        let priority = back.header().priority();
+                        self.counters.rejected_full.incr(priority);
                         return Err(PublishError::Timeout(back));
                     }
                     event = back;
@@ -276,14 +281,16 @@ impl<const SLOT: usize> Publisher<SLOT> {
 
     /// The shards `mask` names, if every ring there has room at `priority`; else counts
     /// the refusal against the first full shard.
-    fn room(&self, mask: u64, priority: Priority) -> bool {
+    fn room(&self, mask: u64, priority: Priority, count_full: bool) -> bool {
         let mut bits = mask;
         while bits != 0 {
             let s = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             if self.lanes[s][priority.index()].is_full() {
-                self.counters.rejected_full.incr(priority);
-                self.counters.shards[s].rejected_full.incr(priority);
+                if count_full {
+                    self.counters.rejected_full.incr(priority);
+                    self.counters.shards[s].rejected_full.incr(priority);
+                }
                 return false;
             }
         }
@@ -301,6 +308,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
         &mut self,
         event: &mut Event<SLOT>,
         at_ns: Option<u64>,
+        count_full: bool,
     ) -> Result<Receipt, Failure> {
         let (ty, destination) = event.raw_ids();
         if let Err(refusal) = self.check(ty, destination) {
@@ -313,7 +321,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             .shared
             .targets
             .for_event(h.event_type(), h.destination());
-        if mask != 0 && !self.room(mask, priority) {
+        if mask != 0 && !self.room(mask, priority, count_full) {
             return Err(Failure::Full);
         }
         let id = self.next_id();
@@ -374,7 +382,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             self.unroutable(&event, priority);
             return Ok(Receipt { id, shards: 0 });
         }
-        if !self.room(mask, priority) {
+        if !self.room(mask, priority, true) {
             return Err(PublishError::Full(()));
         }
         let first = mask.trailing_zeros() as usize;

@@ -22,7 +22,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::backoff::RetryPolicy;
-use crate::envelope::{Envelope, Status};
+use crate::envelope::{Envelope, ErrorCode, Status};
 use crate::error::BusError;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::names::{AgentId, EventType};
@@ -447,7 +447,11 @@ fn note_verdict(envelope: &mut Envelope, verdict: Verdict) -> bool {
             envelope.last_error = Some(code);
             true
         }
-        Verdict::Panicked | Verdict::Expired => true,
+        Verdict::Panicked => {
+            envelope.last_error = Some(ErrorCode::PANICKED);
+            true
+        }
+        Verdict::Expired => true,
     }
 }
 

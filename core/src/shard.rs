@@ -114,6 +114,8 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     /// Events taken from higher levels since each level was last served while waiting.
     starved_for: [u32; Priority::COUNT],
     stop_requested: bool,
+    /// Set by `drain_level` when it met a pending control message.
+    control_pending: bool,
     retries: Retries<SLOT>,
     redrives: Arc<RedriveQueue<SLOT>>,
 }
@@ -156,6 +158,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             guard: guard.max(1),
             starved_for: [0; Priority::COUNT],
             stop_requested: false,
+            control_pending: false,
             retries,
             redrives,
         }
@@ -176,13 +179,24 @@ impl<const SLOT: usize> Shard<SLOT> {
         done += self.run_redrives(now, max.saturating_sub(done));
         while done < max {
             let waiting = self.waiting_levels();
-            let Some(level) = self.pick_level(waiting) else {
+            let Some((level, starved)) = self.pick_level(waiting) else {
                 break;
             };
-            let budget = (max - done).min(self.budget_for(level, waiting));
+            // A starved level is owed one event, not a batch: then the higher levels
+            // resume (a batch would invert the priorities for a while).
+            let budget = if starved {
+                1
+            } else {
+                (max - done).min(self.budget_for(level, waiting))
+            };
             let taken = self.drain_level(level, budget, now);
             self.note_served(level, taken, waiting);
             done += taken;
+            if self.control_pending {
+                // A subscription (or unsubscription) made before an event now in the rings
+                // was published: apply it before dispatching that event.
+                self.apply_control();
+            }
         }
         if self.stop_requested && self.is_idle() {
             done += self.flush_timers_on_stop(now);
@@ -218,7 +232,9 @@ impl<const SLOT: usize> Shard<SLOT> {
         self.retries.wheel.len()
     }
 
-    /// Events waiting in this shard's rings, per priority (their fill level).
+    /// Events waiting in this shard's rings, per priority (their fill level). The rings of
+    /// a publisher created since this shard's last poll are counted from its next poll on
+    /// (`Bus::stats` counts them at once).
     pub fn queued(&self) -> [usize; Priority::COUNT] {
         core::array::from_fn(|p| self.lanes[p].iter().map(|l| l.consumer.slots()).sum())
     }
@@ -246,14 +262,17 @@ impl<const SLOT: usize> Shard<SLOT> {
 
     /// The level to serve: the lowest waiting level that has starved for `guard` events,
     /// else the highest waiting level.
-    fn pick_level(&self, waiting: u8) -> Option<usize> {
+    fn pick_level(&self, waiting: u8) -> Option<(usize, bool)> {
         if waiting == 0 {
             return None;
         }
         let starved = (1..Priority::COUNT)
             .rev()
             .find(|&p| waiting & (1 << p) != 0 && self.starved_for[p] >= self.guard);
-        Some(starved.unwrap_or(waiting.trailing_zeros() as usize))
+        Some(match starved {
+            Some(level) => (level, true),
+            None => (waiting.trailing_zeros() as usize, false),
+        })
     }
 
     /// How many events to take from `level` before looking again: no more than the room
@@ -286,6 +305,8 @@ impl<const SLOT: usize> Shard<SLOT> {
             router,
             shared,
             retries,
+            control,
+            control_pending,
             ..
         } = self;
         let lanes = &mut lanes[level];
@@ -302,6 +323,13 @@ impl<const SLOT: usize> Shard<SLOT> {
             let Ok(chunk) = lane.consumer.read_chunk(want) else {
                 continue;
             };
+            // Any event in this chunk may have been published after a `subscribe` whose
+            // control message is now pending (the publish happens-after the send, and we
+            // acquired the event). Leave the chunk uncommitted and let `poll` apply it.
+            if !control.is_empty() {
+                *control_pending = true;
+                break;
+            }
             let (first, second) = chunk.as_slices();
             for event in first.iter().chain(second) {
                 if event.header().is_scheduled() && !take_scheduled(retries, counters, event, now) {
@@ -497,6 +525,7 @@ impl<const SLOT: usize> Shard<SLOT> {
 
     /// Applies every pending control message.
     fn apply_control(&mut self) {
+        self.control_pending = false;
         let mut applied = 0u64;
         while let Ok(msg) = self.control.try_recv() {
             self.apply(msg);

@@ -204,8 +204,6 @@ fn poll_mode_unsubscribe_applies_before_the_next_poll_dispatches() {
 /// returned. Poll mode makes the interleaving deterministic: the response is published
 /// while the shard is inside the `poll` that already applied its control messages.
 #[test]
-#[ignore = "library bug: a Subscribe that arrives during a poll is applied only at the next \
-            poll, after events published later in that poll were dispatched (see report)"]
 fn subscribe_from_a_handler_sees_events_published_after_it_returns() {
     let bus = Arc::new(poll_bus(1));
     let agent = bus.register_agent("agent").expect("agent");
@@ -257,8 +255,6 @@ fn subscribe_from_a_handler_sees_events_published_after_it_returns() {
 /// after it saw the epoch must reach the new subscription, from the first one on, until
 /// the unsubscribe.
 #[test]
-#[ignore = "library bug: same race as subscribe_from_a_handler_sees_events_published_after_it_returns, \
-            hit under load in worker mode (see report)"]
 fn every_event_published_after_subscribe_returned_reaches_the_new_subscription() {
     const ROUNDS: u64 = 60;
     let bus = Bus::builder()
