@@ -342,13 +342,13 @@ impl<const SLOT: usize> Publisher<SLOT> {
         while bits != 0 {
             let s = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            // `room` saw a free slot and this thread is the ring's only producer, so the
-            // push cannot fail; were it ever to, the error is counted, not ignored.
-            if self.lanes[s][priority.index()].push(event.clone()).is_err() {
+            // `room` saw a free slot and this thread is the ring's only producer, so this
+            // cannot fail; were it ever to, the refusal is counted, not ignored.
+            if copy_into(&mut self.lanes[s][priority.index()], event) {
+                self.counters.shards[s].enqueued.incr(priority);
+            } else {
                 self.counters.shards[s].rejected_full.incr(priority);
-                continue;
             }
-            self.counters.shards[s].enqueued.incr(priority);
         }
         Ok(Receipt {
             id,
@@ -414,7 +414,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             while bits != 0 {
                 let s = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if self.lanes[s][priority.index()].push(event.clone()).is_ok() {
+                if copy_into(&mut self.lanes[s][priority.index()], &event) {
                     self.counters.shards[s].enqueued.incr(priority);
                 } else {
                     self.counters.shards[s].rejected_full.incr(priority);
@@ -443,6 +443,29 @@ impl<const SLOT: usize> Drop for Publisher<SLOT> {
             });
         }
     }
+}
+
+/// Copies `event` straight into the next slot of `ring` (one 256-byte copy, no temporary);
+/// false if the ring is full.
+#[inline]
+fn copy_into<const SLOT: usize>(
+    ring: &mut rtrb::Producer<Event<SLOT>>,
+    event: &Event<SLOT>,
+) -> bool {
+    let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
+        return false;
+    };
+    let (slots, _) = chunk.as_mut_slices();
+    let Some(slot) = slots.first_mut() else {
+        return false;
+    };
+    // SAFETY: `slot` is valid for writes of one `Event` (a slot of the ring's buffer,
+    // aligned for `Event`) and cannot overlap `event`, which the caller borrows elsewhere;
+    // `Event` is plain bytes without `Drop`, so a bitwise copy is a valid value.
+    unsafe { slot.as_mut_ptr().copy_from_nonoverlapping(event, 1) };
+    // SAFETY: the chunk's one slot was initialised just above.
+    unsafe { chunk.commit_all() };
+    true
 }
 
 /// A refusal inside the gate, before the event is handed back.

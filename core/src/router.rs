@@ -368,11 +368,19 @@ impl<const SLOT: usize> Router<SLOT> {
         };
         let mut failed = false;
         let expired = envelope.is_expired(now_ns);
+        // Broadcast candidates come from the per-type index (or name no type): their type
+        // matches already. Direct candidates come from the per-agent index: check it.
+        let type_known = h.destination().is_none();
         for &ix in first.iter().chain(second) {
             let Some(route) = routes.get_mut(ix as usize).and_then(Option::as_mut) else {
                 continue;
             };
-            if !route.filter.matches(h) {
+            let passes = if type_known {
+                route.filter.matches_besides_type(h)
+            } else {
+                route.filter.matches(h)
+            };
+            if !passes {
                 continue;
             }
             let Some(member) = route.pick() else {

@@ -32,9 +32,10 @@ use crate::envelope::Envelope;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::lanes::{ConsumerSet, Lane};
 use crate::names::AgentId;
+use crate::outcome::Outcome;
 use crate::priority::Priority;
 use crate::retry::{History, Letter, Retries, Timed};
-use crate::router::{NewMember, RouteKey, Router};
+use crate::router::{NewMember, RouteKey, Router, Verdict};
 use crate::stats::ShardCounters;
 use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
 use crate::sync::AtomicU64;
@@ -605,7 +606,9 @@ fn dispatch_one<const SLOT: usize>(
     now: u64,
 ) {
     let envelope: Envelope = router.dispatch(event, now, |verdict, envelope, member| {
-        retries.settle(event, envelope, verdict, member, now, History::default());
+        if verdict != Verdict::Returned(Outcome::Done) {
+            retries.settle(event, envelope, verdict, member, now, History::default());
+        }
     });
     if envelope.deliveries == 0 {
         counters.unmatched.incr(event.header().priority());

@@ -130,7 +130,14 @@ impl Filter {
     /// Whether an event with this header passes (routing by destination is the router's).
     pub fn matches(&self, h: &Header) -> bool {
         (self.types.is_empty() || self.types.contains(&h.event_type()))
-            && self.source.is_none_or(|s| s == h.source())
+            && self.matches_besides_type(h)
+    }
+
+    /// Every criterion but the type: for routes found through the router's per-type index,
+    /// where the type is known to match.
+    #[inline]
+    pub(crate) fn matches_besides_type(&self, h: &Header) -> bool {
+        self.source.is_none_or(|s| s == h.source())
             && (self.priorities == 0 || self.priorities & (1 << h.priority().index()) != 0)
             && self.predicate.as_ref().is_none_or(|p| p(h))
     }
