@@ -529,8 +529,11 @@ impl<const SLOT: usize> Shard<SLOT> {
         self.control_pending = false;
         let mut applied = 0u64;
         while let Ok(msg) = self.control.try_recv() {
+            // `PublisherGone` comes from `Publisher::drop`, outside the bus's `sent` count:
+            // counting it would let `applied` run ahead of the tickets `unsubscribe` waits on.
+            let counted = !matches!(msg, Control::PublisherGone { .. });
             self.apply(msg);
-            applied += 1;
+            applied += u64::from(counted);
         }
         if !self.retiring.is_empty() {
             self.retire_empty_lanes();
@@ -655,5 +658,49 @@ fn take_scheduled<const SLOT: usize>(
     } else {
         counters.scheduled_cancelled.incr();
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::{Bus, Event, EventType, Filter, Outcome};
+
+    /// Regression (found while writing the `bus_ops` fuzz model): a dropped publisher's
+    /// `PublisherGone` was counted in the shard's `applied` but never in the bus's `sent`,
+    /// so `applied` ran ahead and a worker-mode `unsubscribe` could return before its shard
+    /// applied the removal (and the handler could still be called after it returned).
+    #[test]
+    fn unsubscribe_waits_for_the_shard_after_a_publisher_was_dropped() {
+        let bus = Bus::builder().pinned(false).build().unwrap();
+        let agent = bus.register_agent("a").unwrap();
+        drop(bus.publisher(agent).unwrap());
+        let mut publisher = bus.publisher(agent).unwrap();
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let id = bus
+            .subscribe(Filter::any(), move |_| {
+                let _ = entered_tx.send(());
+                let _ = release_rx.recv();
+                Outcome::Done
+            })
+            .unwrap();
+        publisher
+            .try_publish(Event::new(EventType::AGENT_TASK))
+            .unwrap();
+        // The worker is now inside a handler: it cannot apply the unsubscribe until released.
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| bus.unsubscribe(id));
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(
+                !waiter.is_finished(),
+                "unsubscribe returned before the shard applied it"
+            );
+            release.send(()).unwrap();
+            assert_eq!(waiter.join().unwrap(), Ok(()));
+        });
     }
 }
