@@ -285,6 +285,7 @@ pub fn run(opts: &Options, capacity: usize) -> Result<RunReport, Box<dyn Error>>
                     };
                     let w = workload::touch(ev.payload.seq, &ev.payload.blob);
                     probe.observe(ev.priority, start, ev.timestamp_ns, now, w);
+                    probe.returned.done += 1;
                 }),
             );
         }

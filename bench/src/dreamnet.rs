@@ -8,18 +8,108 @@
 //! to the library. Open loop measures from the intended time carried in the payload.
 
 use std::error::Error;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Instant;
 
 use dreamnet_bus::{
-    AgentId, Bus, BusStats, Clock, Delivery, Draft, Event, Filter, Outcome, Priority, PublishError,
-    Publisher, RunMode, Subscription, SubscriptionId,
+    AgentId, Bus, BusStats, Clock, DeadLetter, DeadReason, Delivery, Draft, Event, Filter,
+    FullPolicy, Jitter, Outcome, Priority, PublishError, Publisher, RetryPolicy, RunMode,
+    Subscription, SubscriptionId, SubscriptionStats,
 };
 
-use crate::report::{Check, RunReport};
+use crate::report::{Check, Failures, RunReport};
 use crate::workload::{
-    self, endpoints, produce, Mode, Options, Pace, Probe, RunControl, Sent, Sink, Step, Tally,
-    Window, Work, KINDS, SUBSCRIPTIONS,
+    self, endpoints, produce, Fate, Injector, Mode, Options, Pace, Probe, Returned, RunControl,
+    Sent, Sink, Step, Tally, Window, Work, KINDS, SUBSCRIPTIONS,
 };
+
+/// The error code of an injected `Fail`.
+pub const FAIL_CODE: u16 = 500;
+/// The error code of an injected `Retry`.
+pub const RETRY_CODE: u16 = 503;
+
+/// The payload of an injected panic, so the quiet hook can tell it from a real one.
+#[derive(Debug)]
+pub struct InjectedPanic;
+
+/// Injected panics the quiet hook has seen.
+static INJECTED_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Installs (once) a panic hook that counts injected panics silently and hands any other
+/// panic to the previous hook, so a run with `--panic-rate` is not flooded with messages
+/// but a real panic still prints.
+pub fn install_quiet_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().is::<InjectedPanic>() {
+                INJECTED_PANICS.fetch_add(1, Ordering::Relaxed);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Dead-letter reasons in report order, with their report names.
+const REASONS: [&str; 8] = [
+    "failed",
+    "retries-exhausted",
+    "deadline-exceeded",
+    "panicked",
+    "retry-capacity",
+    "no-subscriber",
+    "unsubscribed",
+    "shutdown",
+];
+
+fn reason_index(r: DeadReason) -> usize {
+    match r {
+        DeadReason::Failed { .. } => 0,
+        DeadReason::RetriesExhausted => 1,
+        DeadReason::DeadlineExceeded => 2,
+        DeadReason::Panicked => 3,
+        DeadReason::RetryCapacity => 4,
+        DeadReason::NoSubscriber => 5,
+        DeadReason::Unsubscribed => 6,
+        DeadReason::Shutdown => 7,
+    }
+}
+
+/// What the `on_dead_letter` hook counts: every letter, by reason and by subscription
+/// (ids are dense from 0 on a fresh bus; anything else lands in `other_subscription`).
+#[derive(Debug)]
+struct DeadCounts {
+    by_reason: [AtomicU64; REASONS.len()],
+    by_subscription: Vec<AtomicU64>,
+    other_subscription: AtomicU64,
+}
+
+impl DeadCounts {
+    fn new(subscriptions: usize) -> Self {
+        DeadCounts {
+            by_reason: Default::default(),
+            by_subscription: (0..subscriptions).map(|_| AtomicU64::new(0)).collect(),
+            other_subscription: AtomicU64::new(0),
+        }
+    }
+
+    fn record<const SLOT: usize>(&self, d: &DeadLetter<SLOT>) {
+        self.by_reason[reason_index(d.reason)].fetch_add(1, Ordering::Relaxed);
+        if let Some(id) = d.subscription {
+            match self.by_subscription.get(id.raw() as usize) {
+                Some(c) => c.fetch_add(1, Ordering::Relaxed),
+                None => self.other_subscription.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    fn reason(&self, i: usize) -> u64 {
+        self.by_reason[i].load(Ordering::Relaxed)
+    }
+}
 
 /// Slot sizes loadgen can run with; the smallest that fits the payload is used.
 pub const SLOTS: [usize; 3] = [256, 512, 1024];
@@ -84,42 +174,89 @@ impl<const SLOT: usize> Sink for BusSink<SLOT> {
     }
 }
 
-/// The handler of one endpoint: read the payload (zero copy), record latency, done.
+/// The handler of one endpoint: read the payload (zero copy), record latency (first
+/// attempts only: a retry's latency is mostly its backoff), then do what the injector
+/// decided for this event (`Done` when nothing is injected).
 fn handler<const SLOT: usize>(
     mut probe: Probe,
     clock: Clock,
     open: bool,
+    inject: Option<Injector>,
 ) -> impl FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static {
     move |d| {
         crate::alloc::mark_hot();
         let now = clock.now_ns();
         let h = d.header();
+        let attempt = d.envelope().attempts;
         match d.payload::<Work>() {
             Ok(w) => {
-                let start = if open {
-                    w.intended_ns.to_native()
+                let work = workload::touch(w.seq.to_native(), &w.blob);
+                if attempt <= 1 {
+                    let start = if open {
+                        w.intended_ns.to_native()
+                    } else {
+                        h.timestamp_ns()
+                    };
+                    probe.observe(h.priority(), start, h.timestamp_ns(), now, work);
                 } else {
-                    h.timestamp_ns()
-                };
-                probe.observe(
-                    h.priority(),
-                    start,
-                    h.timestamp_ns(),
-                    now,
-                    workload::touch(w.seq.to_native(), &w.blob),
-                );
+                    probe.redelivered(work);
+                }
             }
             Err(_) => probe.bad_payload(),
         }
-        Outcome::Done
+        let fate = inject.map_or(Fate::Done, |i| i.fate(h.id()));
+        match fate {
+            Fate::Retry(k) if attempt <= k => {
+                probe.returned.retry += 1;
+                Outcome::retry(RETRY_CODE)
+            }
+            Fate::Done | Fate::Retry(_) => {
+                probe.returned.done += 1;
+                Outcome::Done
+            }
+            Fate::Fail => {
+                probe.returned.fail += 1;
+                Outcome::fail(FAIL_CODE)
+            }
+            Fate::Panic => {
+                probe.returned.panicked += 1;
+                std::panic::panic_any(InjectedPanic)
+            }
+        }
     }
 }
 
 fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Error>> {
+    let rel = &opts.reliability;
+    let policy = RetryPolicy::builder()
+        .max_attempts(rel.max_attempts)
+        .base(rel.retry_base)
+        .multiplier(2.0)
+        .cap(rel.retry_cap)
+        .jitter(Jitter::Full)
+        .build()?;
+    let eps = endpoints();
+    let dead = Arc::new(DeadCounts::new(eps.len()));
+    if opts.inject.panic_rate > 0.0 {
+        install_quiet_panic_hook();
+    }
+    let panics_before = INJECTED_PANICS.load(Ordering::Relaxed);
+    let hook_counts = Arc::clone(&dead);
     let bus = Bus::<SLOT>::builder_with_slot()
         .shards(opts.shards)
         .mode(RunMode::Workers { pin: opts.pin })
         .wait_strategy(opts.wait)
+        .retry_policy(policy)
+        .timer_capacity(rel.timer_capacity)
+        .dead_letters(
+            rel.dead_letters,
+            if rel.drop_oldest {
+                FullPolicy::DropOldest
+            } else {
+                FullPolicy::RejectNew
+            },
+        )
+        .on_dead_letter(move |d| hook_counts.record(d))
         .build()?;
     let agents = workload::AGENTS
         .iter()
@@ -131,7 +268,6 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
     let open = matches!(opts.mode, Mode::Open { .. });
 
     let (tx, rx) = crossbeam_channel::unbounded();
-    let eps = endpoints();
     let mut ids: Vec<SubscriptionId> = Vec::with_capacity(eps.len());
     for (spec_ix, spec) in SUBSCRIPTIONS.iter().enumerate() {
         let mut filter = Filter::of_types(spec.types);
@@ -140,10 +276,14 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
                 .iter()
                 .position(|e| e.spec == spec_ix && e.member == member)
                 .expect("every member is an endpoint");
+            let seed = (e as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03);
             handler::<SLOT>(
                 Probe::new(e, Arc::clone(&window), tx.clone()),
                 clock.clone(),
                 open,
+                opts.inject
+                    .applies_to(spec_ix)
+                    .then(|| opts.inject.injector(seed)),
             )
         };
         use workload::{Pred, Routing};
@@ -223,21 +363,149 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
     for h in handles {
         tally.merge(&h.join().map_err(|_| "a producer panicked")?);
     }
+    // Quiescence: the producers have stopped; wait until every ring is drained and every
+    // retry has fired, then read the subscriptions' counts (the identity accepted = done
+    // + dead-lettered holds only then, not while retries wait on the wheel).
+    let idle_from = Instant::now();
+    let mut idle = bus.wait_idle(rel.idle_timeout);
+    let in_flight_after_idle = in_flight_retries(&bus.stats());
+    if idle {
+        // `wait_idle` reads the wheel gauge, which a shard updates at the end of a poll,
+        // after the ring counts: confirm after a tick or two that nothing moved.
+        std::thread::sleep(bus.config().tick * 2);
+        idle = bus.wait_idle(rel.idle_timeout.saturating_sub(idle_from.elapsed()));
+    }
+    let idle_wait = idle_from.elapsed();
+    let quiet: Vec<Option<SubscriptionStats>> =
+        ids.iter().map(|id| bus.subscription_stats(*id)).collect();
     // Drains everything accepted, stops the workers; their handlers (and probes) drop.
+    // Whatever still waits on a wheel is dead-lettered (`Shutdown`).
     bus.close();
     let stats = bus.stats();
-    let accepted: Vec<Option<u64>> = ids
-        .iter()
-        .map(|id| bus.subscription_stats(*id).map(|s| s.accepted))
-        .collect();
+    let after: Vec<Option<SubscriptionStats>> =
+        ids.iter().map(|id| bus.subscription_stats(*id)).collect();
     let probes = workload::collect_probes(&rx, eps.len());
 
     let mut report = RunReport::new("dreamnet-bus", reading, tally, &eps, probes);
     report.open_loop = open;
-    for (row, acc) in report.endpoints.iter_mut().zip(accepted) {
-        row.bus_accepted = acc;
+    for (i, row) in report.endpoints.iter_mut().enumerate() {
+        let spec = eps[i].spec;
+        row.injected = opts.inject.applies_to(spec);
+        row.bus_accepted = after[i].as_ref().map(|s| s.accepted);
+        row.bus = if idle {
+            quiet[i].clone()
+        } else {
+            after[i].clone()
+        };
+        row.dead_letters_seen = dead
+            .by_subscription
+            .get(ids[i].raw() as usize)
+            .map(|c| c.load(Ordering::Relaxed));
+        if row.injected && opts.inject.retry_rate > 0.0 {
+            if let workload::Routing::Group(dreamnet_bus::Balance::LeastLoaded, _) =
+                SUBSCRIPTIONS[spec].routing
+            {
+                // Least-loaded counts retries waiting as load: the split is no longer even.
+                row.tolerance = row.expected;
+            }
+        }
     }
-    conservation(&mut report, &stats);
+    let ring = bus.dead_letters();
+    let mut returned = Returned::default();
+    for e in &report.endpoints {
+        returned.merge(&e.returned);
+    }
+    let sum = |f: fn(&dreamnet_bus::ShardStats) -> u64| stats.shards.iter().map(f).sum::<u64>();
+    let inj = &opts.inject;
+    let failures = Failures {
+        injected: if inj.any() {
+            let names: Vec<&str> = SUBSCRIPTIONS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| inj.applies_to(*i))
+                .map(|(_, s)| s.name)
+                .collect();
+            format!(
+                "injected per delivery: fail {:.3}%, retry {:.3}% (then done after 1..={} retries), panic {:.3}%, into {}",
+                inj.fail_rate * 100.0,
+                inj.retry_rate * 100.0,
+                inj.max_retries,
+                inj.panic_rate * 100.0,
+                if names.len() == SUBSCRIPTIONS.len() {
+                    format!("all {} subscriptions", names.len())
+                } else {
+                    names.join(", ")
+                }
+            )
+        } else {
+            "none injected".to_owned()
+        },
+        policy: format!(
+            "max {} attempts, base {} us, x2, cap {} ms, full jitter, tick {} us",
+            policy.max_attempts,
+            policy.base.as_micros(),
+            policy.cap.as_millis(),
+            bus.config().tick.as_micros()
+        ),
+        returned,
+        panics_hooked: INJECTED_PANICS.load(Ordering::Relaxed) - panics_before,
+        panics_caught: sum(|s| s.panicked),
+        retries_scheduled: sum(|s| s.retries_scheduled),
+        retries_fired: sum(|s| s.retries_fired),
+        timers_pending: sum(|s| s.timers_pending),
+        timer_capacity: rel.timer_capacity,
+        dead_by_reason: REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, dead.reason(i)))
+            .collect(),
+        dead_lettered: sum(|s| s.dead_lettered),
+        ring_capacity: ring.capacity(),
+        ring_policy: if rel.drop_oldest {
+            "drop-oldest"
+        } else {
+            "reject-new"
+        },
+        ring_len: ring.len(),
+        ring_dropped: ring.dropped(),
+        idle,
+        idle_wait,
+    };
+    conservation(&mut report, &stats, &failures, inj.panic_rate > 0.0);
+    if !idle {
+        report.notes.push(format!(
+            "the bus was not idle within {:.1} s (--idle-timeout): subscription counts are read after close, where letters waiting on a wheel became `shutdown` dead letters",
+            rel.idle_timeout.as_secs_f64()
+        ));
+    }
+    if in_flight_after_idle > 0 {
+        report.notes.push(format!(
+            "library: Bus::wait_idle returned true while {in_flight_after_idle} retries were still scheduled and not fired (the wheel gauge lags the ring counters within a poll); loadgen confirms idleness twice"
+        ));
+    }
+    if dead.other_subscription.load(Ordering::Relaxed) > 0 {
+        report
+            .notes
+            .push("some dead letters named a subscription id loadgen did not create".into());
+    }
+    if failures.ring_dropped > 0 {
+        report.notes.push(format!(
+            "the dead-letter ring ({} entries, {}) dropped {} letters; every one was counted by the ring and seen by the hook",
+            failures.ring_capacity, failures.ring_policy, failures.ring_dropped
+        ));
+    }
+    if failures.dead("retry-capacity") > 0 {
+        report.notes.push(format!(
+            "{} retries found the timer wheel full and were dead-lettered as retry-capacity (raise --timer-capacity)",
+            failures.dead("retry-capacity")
+        ));
+    }
+    if returned.panicked > 0 {
+        report.notes.push(
+            "injected panics unwind, and unwinding allocates (the exception object): allocations per event count them".into(),
+        );
+    }
+    report.failures = Some(failures);
     let unmatched: u64 = stats
         .shards
         .iter()
@@ -258,17 +526,42 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
     Ok(report)
 }
 
+/// Retries scheduled but neither fired nor dead-lettered on close.
+fn in_flight_retries(s: &BusStats) -> u64 {
+    s.shards
+        .iter()
+        .map(|x| x.retries_scheduled.saturating_sub(x.retries_fired))
+        .sum()
+}
+
 /// The conservation checks, from the bus's own counters against loadgen's.
-fn conservation(report: &mut RunReport, s: &BusStats) {
+fn conservation(report: &mut RunReport, s: &BusStats, f: &Failures, panics_injected: bool) {
     let t = &report.tally;
     let accepted = t.total();
     report.checks.push(Check::eq(
         format!(
-            "publish attempts {} = accepted {} + refused full {} (each refusal handed the event back; it was retried, not lost)",
-            t.attempts, accepted, t.full
+            "publish attempts {} = accepted {} + rejected with an error {} (full {}, closed {}; each refusal handed the event back and it was retried, not lost)",
+            t.attempts,
+            accepted,
+            t.full + t.closed,
+            t.full,
+            t.closed
         ),
         t.attempts,
-        accepted + t.full,
+        accepted + t.full + t.closed,
+    ));
+    report.checks.push(Check::eq(
+        format!(
+            "bus-wide: publish attempts {} = bus published {} + bus rejected {} (full {}, closed {}, invalid {})",
+            t.attempts,
+            s.published,
+            s.rejected(),
+            s.rejected_full,
+            s.rejected_closed,
+            s.rejected_invalid,
+        ),
+        t.attempts,
+        s.published + s.rejected(),
     ));
     report.checks.push(Check::eq(
         format!(
@@ -277,18 +570,6 @@ fn conservation(report: &mut RunReport, s: &BusStats) {
         ),
         s.published,
         accepted,
-    ));
-    report.checks.push(Check::eq(
-        format!(
-            "bus rejected {} (full {}, closed {}, invalid {}) = loadgen refusals {}",
-            s.rejected(),
-            s.rejected_full,
-            s.rejected_closed,
-            s.rejected_invalid,
-            t.full + t.closed
-        ),
-        s.rejected(),
-        t.full + t.closed,
     ));
     let entries: u64 = s
         .shards
@@ -314,27 +595,184 @@ fn conservation(report: &mut RunReport, s: &BusStats) {
         entries,
         dispatched + s.queued(),
     ));
-    let handler_calls: u64 = report.endpoints.iter().map(|e| e.delivered).sum();
+    let first: u64 = report.endpoints.iter().map(|e| e.delivered).sum();
+    let calls: u64 = report.endpoints.iter().map(|e| e.calls).sum();
     let expected: u64 = SUBSCRIPTIONS.iter().map(|spec| t.expected(spec)).sum();
     let bus_accepted: u64 = report.endpoints.iter().filter_map(|e| e.bus_accepted).sum();
     report.checks.push(Check::same(
         format!(
-            "deliveries: bus delivered {} = subscriptions accepted {} = handler calls {} = model {}",
-            s.delivered(),
-            bus_accepted,
-            handler_calls,
-            expected
+            "first deliveries: subscriptions accepted {} = handlers' first attempts {} = routing model {}",
+            bus_accepted, first, expected
         ),
-        &[s.delivered(), bus_accepted, handler_calls, expected],
+        &[bus_accepted, first, expected],
     ));
-    let retries: u64 = s.shards.iter().map(|x| x.retries_scheduled).sum();
-    let dead: u64 = s.shards.iter().map(|x| x.dead_lettered).sum();
-    let panicked: u64 = s.shards.iter().map(|x| x.panicked).sum();
+    let subs: Vec<&SubscriptionStats> = report
+        .endpoints
+        .iter()
+        .filter_map(|e| e.bus.as_ref())
+        .collect();
+    let total = |g: fn(&SubscriptionStats) -> u64| subs.iter().map(|b| g(b)).sum::<u64>();
+    let attempts = total(|b| b.attempts);
+    report.checks.push(Check::same(
+        format!(
+            "handler calls (retries included): bus delivered {} = subscriptions' attempts {} = handlers counted {}",
+            s.delivered(),
+            attempts,
+            calls
+        ),
+        &[s.delivered(), attempts, calls],
+    ));
+    let (accepted, done, dead_sub) = (
+        total(|b| b.accepted),
+        total(|b| b.done),
+        total(|b| b.dead_lettered),
+    );
+    let bad_rows = report
+        .endpoints
+        .iter()
+        .filter(|e| {
+            e.bus
+                .as_ref()
+                .is_some_and(|b| b.accepted != b.done + b.dead_lettered)
+        })
+        .count() as u64;
     report.checks.push(Check::eq(
         format!(
-            "retries {retries}, dead letters {dead}, panics {panicked} (all 0 without injected failures)"
+            "per subscription {}, accepted = done + dead-lettered (bus counters): {} of {} subscriptions hold; in sum {} = {} + {}",
+            if f.idle {
+                "at quiescence (before close)"
+            } else {
+                "after close (the bus never went idle)"
+            },
+            subs.len() as u64 - bad_rows,
+            subs.len(),
+            accepted,
+            done,
+            dead_sub
         ),
-        retries + dead + panicked,
+        bad_rows,
+        0,
+    ));
+    let seen: u64 = report
+        .endpoints
+        .iter()
+        .filter_map(|e| e.dead_letters_seen)
+        .sum();
+    let bad_after = report
+        .endpoints
+        .iter()
+        .filter(|e| match (&e.bus, e.dead_letters_seen) {
+            (Some(b), Some(n)) => b.accepted != b.done + n,
+            _ => false,
+        })
+        .count();
+    report.checks.push(Check::eq(
+        format!(
+            "per subscription after close, accepted = done + dead letters seen by the hook (shutdown included): {} of {} hold; in sum {} = {} + {}",
+            subs.len() - bad_after,
+            subs.len(),
+            accepted,
+            done,
+            seen
+        ),
+        bad_after as u64,
+        0,
+    ));
+    let r = &f.returned;
+    report.checks.push(Check::same(
+        format!(
+            "done: handlers returned {} = subscriptions counted {}",
+            r.done, done
+        ),
+        &[r.done, done],
+    ));
+    let retried = total(|b| b.retried);
+    let (exhausted, capacity, deadline) = (
+        f.dead("retries-exhausted"),
+        f.dead("retry-capacity"),
+        f.dead("deadline-exceeded"),
+    );
+    report.checks.push(Check::eq(
+        format!(
+            "retry returned {} = scheduled {} (subscriptions: {}) + retries-exhausted {} + retry-capacity {} + deadline-exceeded {}",
+            r.retry, f.retries_scheduled, retried, exhausted, capacity, deadline
+        ),
+        r.retry,
+        f.retries_scheduled + exhausted + capacity + deadline,
+    ));
+    report.checks.push(Check::eq(
+        format!(
+            "retries scheduled {} = fired {} + dead-lettered on close (shutdown) {} + still on the wheels {}",
+            f.retries_scheduled,
+            f.retries_fired,
+            f.dead("shutdown"),
+            f.timers_pending
+        ),
+        f.retries_scheduled,
+        f.retries_fired + f.dead("shutdown") + f.timers_pending,
+    ));
+    report.checks.push(Check::same(
+        format!(
+            "retries scheduled: shards {} = subscriptions {}",
+            f.retries_scheduled, retried
+        ),
+        &[f.retries_scheduled, retried],
+    ));
+    report.checks.push(Check::same(
+        format!(
+            "fail returned {} = dead letters failed {}",
+            r.fail,
+            f.dead("failed")
+        ),
+        &[r.fail, f.dead("failed")],
+    ));
+    let sub_panics = total(|b| b.panicked);
+    let mut panics = vec![r.panicked, f.panics_caught, sub_panics, f.dead("panicked")];
+    if panics_injected {
+        panics.push(f.panics_hooked);
+    }
+    report.checks.push(Check::same(
+        format!(
+            "panics: handlers {} = shards caught {} = subscriptions {} = dead letters panicked {}{}",
+            r.panicked,
+            f.panics_caught,
+            sub_panics,
+            f.dead("panicked"),
+            if panics_injected {
+                format!(" = quiet panic hook {}", f.panics_hooked)
+            } else {
+                String::new()
+            }
+        ),
+        &panics,
+    ));
+    report.checks.push(Check::same(
+        format!(
+            "dead letters: hook saw {} = shards counted {} = subscriptions' share {} + letters without one {}",
+            f.dead_total(),
+            f.dead_lettered,
+            seen,
+            f.dead_total() - seen.min(f.dead_total())
+        ),
+        &[f.dead_total(), f.dead_lettered],
+    ));
+    report.checks.push(Check::eq(
+        format!(
+            "dead-letter ring: recorded {} = held {} + dropped by the full policy {} (bus stats dropped {}; nothing drained)",
+            f.dead_total(),
+            f.ring_len,
+            f.ring_dropped,
+            s.dead_letters_dropped
+        ),
+        f.dead_total(),
+        f.ring_len as u64 + f.ring_dropped,
+    ));
+    report.checks.push(Check::eq(
+        format!(
+            "timer wheels empty after close: {} pending",
+            f.timers_pending
+        ),
+        f.timers_pending,
         0,
     ));
 }

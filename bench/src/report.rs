@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use dreamnet_bus::Priority;
 use hdrhistogram::Histogram;
 
-use crate::workload::{new_histogram, Endpoint, ProbeReport, Tally, WindowReading, SUBSCRIPTIONS};
+use crate::workload::{
+    new_histogram, Endpoint, ProbeReport, Returned, Tally, WindowReading, SUBSCRIPTIONS,
+};
 
 /// One conservation check: a sentence with the numbers, and whether they agree.
 #[derive(Debug, Clone)]
@@ -39,21 +41,101 @@ pub struct EndpointRow {
     pub name: String,
     /// Routing strategy.
     pub strategy: &'static str,
-    /// Handler invocations (counted by the handler).
+    /// Whether failures were injected into this handler.
+    pub injected: bool,
+    /// First deliveries (attempt 1), counted by the handler.
     pub delivered: u64,
+    /// Handler invocations, retries included, counted by the handler.
+    pub calls: u64,
+    /// What the handler returned.
+    pub returned: Returned,
     /// What the routing model expects (a group member: its even share of the group).
     pub expected: u64,
-    /// Allowed difference: 0, or for a group member the rounding of an even split.
+    /// Allowed difference: 0, or for a group member the rounding of an even split (a
+    /// least-loaded group whose members retry balances by what is outstanding, so only
+    /// its total is checked: then the whole share).
     pub tolerance: u64,
     /// The bus's own count for this subscription, where the bus keeps one.
     pub bus_accepted: Option<u64>,
+    /// The bus's counts for this subscription at quiescence (before close).
+    pub bus: Option<dreamnet_bus::SubscriptionStats>,
+    /// Dead letters for this subscription seen by the `on_dead_letter` hook over the whole
+    /// run (close included: `Shutdown` letters count here).
+    pub dead_letters_seen: Option<u64>,
 }
 
 impl EndpointRow {
-    /// Whether the handler got what the model expects, and the bus agrees.
+    /// Whether the handler got what the model expects, and the bus agrees: accepted =
+    /// first deliveries, attempts = handler calls, done = handler's `Done`s, and accepted =
+    /// done + dead-lettered (at quiescence, and after close by the hook's count).
     pub fn ok(&self) -> bool {
         self.delivered.abs_diff(self.expected) <= self.tolerance
             && self.bus_accepted.is_none_or(|a| a == self.delivered)
+            && self.bus.as_ref().is_none_or(|b| {
+                b.accepted == b.done + b.dead_lettered
+                    && b.attempts == self.calls
+                    && b.done == self.returned.done
+                    && b.panicked == self.returned.panicked
+            })
+            && match (&self.bus, self.dead_letters_seen) {
+                (Some(b), Some(seen)) => b.accepted == b.done + seen,
+                _ => true,
+            }
+    }
+}
+
+/// The failure-path figures of a dreamnet-bus run.
+#[derive(Debug, Clone, Default)]
+pub struct Failures {
+    /// What was injected, where (one line).
+    pub injected: String,
+    /// The retry policy (one line).
+    pub policy: String,
+    /// What the handlers returned, all together.
+    pub returned: Returned,
+    /// Panics the quiet panic hook counted (injected ones).
+    pub panics_hooked: u64,
+    /// Handler panics the shards counted.
+    pub panics_caught: u64,
+    /// Retries scheduled on the timer wheels.
+    pub retries_scheduled: u64,
+    /// Retries fired.
+    pub retries_fired: u64,
+    /// Entries on the wheels after close (must be 0).
+    pub timers_pending: u64,
+    /// Timer wheel capacity per shard.
+    pub timer_capacity: usize,
+    /// Dead letters by reason, as the `on_dead_letter` hook saw them: (name, count).
+    pub dead_by_reason: Vec<(&'static str, u64)>,
+    /// Dead letters the shards counted.
+    pub dead_lettered: u64,
+    /// Dead-letter ring: capacity, policy name, entries held at the end, dropped by the
+    /// full policy.
+    pub ring_capacity: usize,
+    /// `drop-oldest` or `reject-new`.
+    pub ring_policy: &'static str,
+    /// Entries held when the run ended.
+    pub ring_len: usize,
+    /// Entries the full policy dropped or refused.
+    pub ring_dropped: u64,
+    /// Whether `wait_idle` saw the bus idle before the timeout, and how long it took.
+    pub idle: bool,
+    /// How long waiting for idle took.
+    pub idle_wait: std::time::Duration,
+}
+
+impl Failures {
+    /// The hook's count for one reason.
+    pub fn dead(&self, reason: &str) -> u64 {
+        self.dead_by_reason
+            .iter()
+            .find(|(n, _)| *n == reason)
+            .map_or(0, |(_, c)| *c)
+    }
+
+    /// Every dead letter the hook saw.
+    pub fn dead_total(&self) -> u64 {
+        self.dead_by_reason.iter().map(|(_, c)| c).sum()
     }
 }
 
@@ -81,6 +163,8 @@ pub struct RunReport {
     pub checks: Vec<Check>,
     /// Remarks (pinning failures, baseline limitations, ...).
     pub notes: Vec<String>,
+    /// Retries, dead letters and panics (dreamnet-bus runs).
+    pub failures: Option<Failures>,
 }
 
 impl RunReport {
@@ -113,7 +197,7 @@ impl RunReport {
             } else {
                 spec.name.to_owned()
             };
-            let delivered = match probe {
+            let (delivered, calls, returned) = match probe {
                 Some(p) => {
                     for (mine, theirs) in latency.iter_mut().zip(&p.latency) {
                         // Same bounds everywhere, so adding cannot fail.
@@ -121,20 +205,25 @@ impl RunReport {
                     }
                     let _ = from_stamp.add(&p.from_stamp);
                     bad += p.bad_payload;
-                    p.delivered
+                    (p.delivered, p.calls, p.returned)
                 }
                 None => {
                     missing += 1;
-                    0
+                    (0, 0, Returned::default())
                 }
             };
             rows.push(EndpointRow {
                 name,
                 strategy: spec.strategy(),
+                injected: false,
                 delivered,
+                calls,
+                returned,
                 expected,
                 tolerance,
                 bus_accepted: None,
+                bus: None,
+                dead_letters_seen: None,
             });
         }
         let mut overall = new_histogram();
@@ -165,6 +254,7 @@ impl RunReport {
             endpoints: rows,
             checks,
             notes: Vec::new(),
+            failures: None,
         }
     }
 
@@ -282,32 +372,125 @@ pub fn text(r: &RunReport) -> String {
     for c in &r.checks {
         let _ = writeln!(s, "  [{}] {}", if c.ok { "ok" } else { "!!" }, c.what);
     }
-    let _ = writeln!(
-        s,
-        "subscriptions {:<22} {:<12} {:>12} {:>12} {:>12}",
-        "name", "strategy", "delivered", "expected", "bus count"
-    );
+    if let Some(f) = &r.failures {
+        failures_text(&mut s, f);
+    }
+    if r.endpoints.iter().any(|e| e.bus.is_some()) {
+        let _ = writeln!(
+            s,
+            "subscriptions {:<22} {:<12} {:>3} {:>12} {:>12} | bus at quiescence: {:>11} {:>11} {:>9} {:>9} {:>11}",
+            "name", "strategy", "inj", "delivered", "expected", "accepted", "done", "dead", "retried", "attempts"
+        );
+        let _ = writeln!(
+            s,
+            "              (delivered: first deliveries counted by the handler; checked: accepted = delivered = done + dead, attempts = handler calls)"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "subscriptions {:<22} {:<12} {:>12} {:>12} {:>12}",
+            "name", "strategy", "delivered", "expected", "bus count"
+        );
+    }
     for e in &r.endpoints {
         let expected = if e.tolerance > 0 {
             format!("~{}", thousands(e.expected))
         } else {
             thousands(e.expected)
         };
-        let _ = writeln!(
-            s,
-            "  [{}]        {:<22} {:<12} {:>12} {:>12} {:>12}",
-            if e.ok() { "ok" } else { "!!" },
-            e.name,
-            e.strategy,
-            thousands(e.delivered),
-            expected,
-            e.bus_accepted.map_or_else(|| "-".to_owned(), thousands),
-        );
+        let mark = if e.ok() { "ok" } else { "!!" };
+        if let Some(b) = &e.bus {
+            let _ = writeln!(
+                s,
+                "  [{mark}]        {:<22} {:<12} {:>3} {:>12} {:>12} |                    {:>11} {:>11} {:>9} {:>9} {:>11}",
+                e.name,
+                e.strategy,
+                if e.injected { "yes" } else { "-" },
+                thousands(e.delivered),
+                expected,
+                thousands(b.accepted),
+                thousands(b.done),
+                thousands(b.dead_lettered),
+                thousands(b.retried),
+                thousands(b.attempts),
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  [{mark}]        {:<22} {:<12} {:>12} {:>12} {:>12}",
+                e.name,
+                e.strategy,
+                thousands(e.delivered),
+                expected,
+                e.bus_accepted.map_or_else(|| "-".to_owned(), thousands),
+            );
+        }
     }
     for n in &r.notes {
         let _ = writeln!(s, "note: {n}");
     }
     s
+}
+
+/// The failure-path section of the text report.
+fn failures_text(s: &mut String, f: &Failures) {
+    let r = &f.returned;
+    let _ = writeln!(s, "failures      {}", f.injected);
+    let _ = writeln!(s, "  policy      {}", f.policy);
+    let _ = writeln!(
+        s,
+        "  handlers    returned done {}, retry {}, fail {}; panicked {} (quiet panic hook saw {}, shards caught {})",
+        thousands(r.done),
+        thousands(r.retry),
+        thousands(r.fail),
+        thousands(r.panicked),
+        thousands(f.panics_hooked),
+        thousands(f.panics_caught),
+    );
+    let _ = writeln!(
+        s,
+        "  retries     scheduled {}, fired {}, on the wheels after close {} (wheel capacity {} per shard; refused for capacity: {})",
+        thousands(f.retries_scheduled),
+        thousands(f.retries_fired),
+        thousands(f.timers_pending),
+        thousands(f.timer_capacity as u64),
+        thousands(f.dead("retry-capacity")),
+    );
+    let reasons: Vec<String> = f
+        .dead_by_reason
+        .iter()
+        .map(|(n, c)| format!("{n} {}", thousands(*c)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  dead        {} letters (on_dead_letter hook; shards counted {}): {}",
+        thousands(f.dead_total()),
+        thousands(f.dead_lettered),
+        reasons.join(", "),
+    );
+    let _ = writeln!(
+        s,
+        "  dead ring   capacity {} ({}), holds {}, dropped by the full policy {}{}",
+        thousands(f.ring_capacity as u64),
+        f.ring_policy,
+        thousands(f.ring_len as u64),
+        thousands(f.ring_dropped),
+        if f.ring_dropped > 0 {
+            " (counted, and the hook saw every letter; raise --dead-letters to keep more)"
+        } else {
+            ""
+        },
+    );
+    let _ = writeln!(
+        s,
+        "  quiescence  {} after {:.1} ms of wait_idle (producers stopped; then close)",
+        if f.idle {
+            "idle"
+        } else {
+            "NOT idle (timed out; what waited on the wheels was dead-lettered as shutdown on close)"
+        },
+        f.idle_wait.as_secs_f64() * 1e3,
+    );
 }
 
 /// The comparison lines: ours / theirs for throughput, and for latency (lower is better,
@@ -444,14 +627,22 @@ pub fn json_run(r: &RunReport) -> String {
     for (i, e) in r.endpoints.iter().enumerate() {
         let _ = write!(
             s,
-            "{}{{\"name\":{},\"strategy\":{},\"delivered\":{},\"expected\":{},\"tolerance\":{},\"bus_accepted\":{},\"ok\":{}}}",
+            "{}{{\"name\":{},\"strategy\":{},\"injected\":{},\"delivered\":{},\"calls\":{},\"returned\":{},\"expected\":{},\"tolerance\":{},\"bus_accepted\":{},\"bus\":{},\"dead_letters_seen\":{},\"ok\":{}}}",
             if i > 0 { "," } else { "" },
             js(&e.name),
             js(e.strategy),
+            e.injected,
             e.delivered,
+            e.calls,
+            json_returned(&e.returned),
             e.expected,
             e.tolerance,
             e.bus_accepted.map_or_else(|| "null".to_owned(), |a| a.to_string()),
+            e.bus.as_ref().map_or_else(|| "null".to_owned(), |b| format!(
+                "{{\"accepted\":{},\"attempts\":{},\"done\":{},\"retried\":{},\"dead_lettered\":{},\"panicked\":{}}}",
+                b.accepted, b.attempts, b.done, b.retried, b.dead_lettered, b.panicked
+            )),
+            e.dead_letters_seen.map_or_else(|| "null".to_owned(), |a| a.to_string()),
             e.ok()
         );
     }
@@ -459,8 +650,47 @@ pub fn json_run(r: &RunReport) -> String {
     for (i, n) in r.notes.iter().enumerate() {
         let _ = write!(s, "{}{}", if i > 0 { "," } else { "" }, js(n));
     }
-    s.push_str("]}");
+    s.push_str("],\"failures\":");
+    match &r.failures {
+        None => s.push_str("null"),
+        Some(f) => {
+            let mut reasons = String::from("{");
+            for (i, (n, c)) in f.dead_by_reason.iter().enumerate() {
+                let _ = write!(reasons, "{}{}:{c}", if i > 0 { "," } else { "" }, js(n));
+            }
+            reasons.push('}');
+            let _ = write!(
+                s,
+                "{{\"injected\":{},\"policy\":{},\"returned\":{},\"panics_hooked\":{},\"panics_caught\":{},\"retries_scheduled\":{},\"retries_fired\":{},\"timers_pending\":{},\"timer_capacity\":{},\"dead_letters\":{{\"total\":{},\"shards_counted\":{},\"by_reason\":{reasons},\"ring_capacity\":{},\"ring_policy\":{},\"ring_len\":{},\"ring_dropped\":{}}},\"idle\":{},\"idle_wait_s\":{}}}",
+                js(&f.injected),
+                js(&f.policy),
+                json_returned(&f.returned),
+                f.panics_hooked,
+                f.panics_caught,
+                f.retries_scheduled,
+                f.retries_fired,
+                f.timers_pending,
+                f.timer_capacity,
+                f.dead_total(),
+                f.dead_lettered,
+                f.ring_capacity,
+                js(f.ring_policy),
+                f.ring_len,
+                f.ring_dropped,
+                f.idle,
+                jn(f.idle_wait.as_secs_f64()),
+            );
+        }
+    }
+    s.push('}');
     s
+}
+
+fn json_returned(r: &Returned) -> String {
+    format!(
+        "{{\"done\":{},\"retry\":{},\"fail\":{},\"panicked\":{}}}",
+        r.done, r.retry, r.fail, r.panicked
+    )
 }
 
 /// The whole JSON document: `config` (already JSON), the runs, and the ratios when two

@@ -327,6 +327,143 @@ pub struct Options {
     pub wait: dreamnet_bus::WaitStrategy,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Failure injection (all rates 0: none).
+    pub inject: Inject,
+    /// Retry policy, timer wheel and dead-letter sizing (dreamnet-bus only).
+    pub reliability: Reliability,
+}
+
+/// Failure injection: what share of deliveries a handler fails, retries or panics on.
+///
+/// The fate of a delivery is drawn from a xorshift generator seeded by the handler's seed
+/// and the event id, so every attempt of one event at one handler sees the same fate (a
+/// handler that retries an event `k` times must know `k` again at each attempt, without
+/// keeping per-event state, which would allocate).
+#[derive(Debug, Clone, Default)]
+pub struct Inject {
+    /// Share of deliveries the handler fails (`Outcome::Fail`).
+    pub fail_rate: f64,
+    /// Share of deliveries the handler retries 1..=`max_retries` times (`Outcome::Retry`),
+    /// then returns `Done` (unless the policy's attempts run out first).
+    pub retry_rate: f64,
+    /// Share of deliveries the handler panics on.
+    pub panic_rate: f64,
+    /// Retries per retried delivery are drawn uniformly from `1..=max_retries`.
+    pub max_retries: u32,
+    /// Bit `i` set: failures are injected into [`SUBSCRIPTIONS`]`[i]`.
+    pub subscriptions: u32,
+}
+
+/// What a handler does with one delivery, decided by [`Inject::fate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Handle it.
+    Done,
+    /// Fail it.
+    Fail,
+    /// Panic.
+    Panic,
+    /// Return `Retry` on attempts `1..=k`, then `Done`.
+    Retry(u32),
+}
+
+impl Inject {
+    /// Whether any failure is injected anywhere.
+    pub fn any(&self) -> bool {
+        self.subscriptions != 0
+            && (self.fail_rate > 0.0 || self.retry_rate > 0.0 || self.panic_rate > 0.0)
+    }
+
+    /// Whether failures are injected into subscription spec `spec`.
+    pub fn applies_to(&self, spec: usize) -> bool {
+        self.any() && self.subscriptions & (1 << spec) != 0
+    }
+
+    /// The injector of one handler (`seed` tells handlers apart).
+    pub fn injector(&self, seed: u64) -> Injector {
+        // Thresholds on a 32-bit draw; the rates were checked to sum to at most 1.
+        let scale = |r: f64| (r.clamp(0.0, 1.0) * 4_294_967_296.0) as u64;
+        let fail = scale(self.fail_rate);
+        let panic = fail + scale(self.panic_rate);
+        let retry = panic + scale(self.retry_rate);
+        Injector {
+            seed: splitmix(seed),
+            fail,
+            panic,
+            retry,
+            max_retries: u64::from(self.max_retries.max(1)),
+        }
+    }
+}
+
+/// One handler's failure injector (see [`Inject`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Injector {
+    seed: u64,
+    fail: u64,
+    panic: u64,
+    retry: u64,
+    max_retries: u64,
+}
+
+impl Injector {
+    /// The fate of event `id` at this handler (the same at every attempt).
+    #[inline]
+    pub fn fate(&self, id: u64) -> Fate {
+        let r = XorShift(splitmix(id ^ self.seed) | 1).next();
+        let u = r >> 32;
+        if u < self.fail {
+            Fate::Fail
+        } else if u < self.panic {
+            Fate::Panic
+        } else if u < self.retry {
+            Fate::Retry(1 + ((r & 0xffff_ffff) % self.max_retries) as u32)
+        } else {
+            Fate::Done
+        }
+    }
+}
+
+/// The splitmix64 finaliser: spreads neighbouring ids over the whole range.
+#[inline]
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The retry policy and the sizes of the timer wheel and the dead-letter ring.
+#[derive(Debug, Clone)]
+pub struct Reliability {
+    /// Attempts per delivery, the first included.
+    pub max_attempts: u32,
+    /// Base delay of the first retry (full jitter, multiplier 2).
+    pub retry_base: Duration,
+    /// Cap of every retry delay.
+    pub retry_cap: Duration,
+    /// Timer wheel capacity per shard.
+    pub timer_capacity: usize,
+    /// Dead-letter ring capacity.
+    pub dead_letters: usize,
+    /// Whether a full dead-letter ring drops its oldest entry (else it rejects the new one).
+    pub drop_oldest: bool,
+    /// How long to wait for the bus to go idle (retries fired) before closing.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Reliability {
+    fn default() -> Self {
+        Reliability {
+            max_attempts: 3,
+            retry_base: Duration::from_millis(1),
+            retry_cap: Duration::from_secs(1),
+            timer_capacity: 65_536,
+            dead_letters: 65_536,
+            drop_oldest: true,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A cache-line-sized atomic, so counters of different threads never share a line.
@@ -386,12 +523,39 @@ pub struct ProbeReport {
     /// Latency from the publisher's acceptance stamp, all priorities, window only (in
     /// open loop this leaves out the time an event was late leaving its producer).
     pub from_stamp: Histogram<u64>,
-    /// Handler invocations, whole run.
+    /// First deliveries (attempt 1), whole run.
     pub delivered: u64,
+    /// Handler invocations, retries included, whole run.
+    pub calls: u64,
+    /// What the handler returned, whole run.
+    pub returned: Returned,
     /// Payloads that could not be read (should be 0).
     pub bad_payload: u64,
     /// Fold of the handler work, so it cannot be optimised away.
     pub checksum: u64,
+}
+
+/// What a handler returned, counted by the handler itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Returned {
+    /// `Done`.
+    pub done: u64,
+    /// `Retry`.
+    pub retry: u64,
+    /// `Fail`.
+    pub fail: u64,
+    /// Panicked (counted just before panicking).
+    pub panicked: u64,
+}
+
+impl Returned {
+    /// Adds another count.
+    pub fn merge(&mut self, o: &Returned) {
+        self.done += o.done;
+        self.retry += o.retry;
+        self.fail += o.fail;
+        self.panicked += o.panicked;
+    }
 }
 
 /// The measuring state a handler owns: histograms preallocated at subscribe time (so
@@ -403,6 +567,9 @@ pub struct Probe {
     latency: Vec<Histogram<u64>>,
     from_stamp: Histogram<u64>,
     delivered: u64,
+    calls: u64,
+    /// What the handler returned (the handler counts it here).
+    pub returned: Returned,
     bad_payload: u64,
     checksum: u64,
     window: Arc<Window>,
@@ -417,6 +584,8 @@ impl Probe {
             latency: (0..Priority::COUNT).map(|_| new_histogram()).collect(),
             from_stamp: new_histogram(),
             delivered: 0,
+            calls: 0,
+            returned: Returned::default(),
             bad_payload: 0,
             checksum: 0,
             window,
@@ -437,6 +606,7 @@ impl Probe {
         work: u64,
     ) {
         self.delivered += 1;
+        self.calls += 1;
         self.checksum = self.checksum.wrapping_add(work);
         if self.window.contains(start_ns) {
             self.latency[priority.index()].saturating_record(now_ns.saturating_sub(start_ns));
@@ -445,9 +615,18 @@ impl Probe {
         }
     }
 
+    /// Records a redelivery (a retry, attempt 2 or later): counted, not timed (its
+    /// latency is mostly the backoff).
+    #[inline]
+    pub fn redelivered(&mut self, work: u64) {
+        self.calls += 1;
+        self.checksum = self.checksum.wrapping_add(work);
+    }
+
     /// Records a delivery whose payload could not be read.
     pub fn bad_payload(&mut self) {
         self.delivered += 1;
+        self.calls += 1;
         self.bad_payload += 1;
     }
 }
@@ -462,6 +641,8 @@ impl Drop for Probe {
                 Histogram::new(1).expect("1 significant digit is valid"),
             ),
             delivered: self.delivered,
+            calls: self.calls,
+            returned: self.returned,
             bad_payload: self.bad_payload,
             checksum: self.checksum,
         };

@@ -4,6 +4,7 @@
 //! cargo run --release --bin loadgen
 //! cargo run --release --bin loadgen -- --compare --duration 5
 //! cargo run --release --bin loadgen -- --mode open --rate 1000000 --pin
+//! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
@@ -14,7 +15,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use dreamnet_bus::WaitStrategy;
 use dreamnet_bus_bench::alloc::CountingAlloc;
-use dreamnet_bus_bench::workload::{self, Mode, Options, SUBSCRIPTIONS};
+use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
 use dreamnet_bus_bench::{baseline, dreamnet, report};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
@@ -89,6 +90,68 @@ struct Args {
     /// latency; burns a core per worker).
     #[arg(long, value_enum, default_value_t = Wait::Park)]
     wait: Wait,
+
+    /// Failure injection: share of deliveries (0..1) the handler fails with
+    /// `Outcome::fail` (dead letter `failed`). Decided per (handler, event id) with a
+    /// xorshift generator, so every attempt of an event sees the same decision.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+
+    /// Failure injection: share of deliveries (0..1) the handler answers with
+    /// `Outcome::retry` 1..=--retries-per-event times before `Done`. When that needs more
+    /// than --max-attempts attempts, the bus dead-letters it (`retries-exhausted`).
+    #[arg(long, default_value_t = 0.0)]
+    retry_rate: f64,
+
+    /// Most retries a retried delivery asks for (drawn uniformly from 1..=N).
+    #[arg(long, default_value_t = 3)]
+    retries_per_event: u32,
+
+    /// Failure injection: share of deliveries (0..1) on which the handler panics (caught
+    /// by the bus: dead letter `panicked`). A quiet panic hook counts them instead of
+    /// printing each.
+    #[arg(long, default_value_t = 0.0)]
+    panic_rate: f64,
+
+    /// Which subscriptions get the injected failures: `all`, or a comma-separated list of
+    /// subscription names (see the report's table; a group's name covers its members).
+    #[arg(long, default_value = "all")]
+    inject_into: String,
+
+    /// Retry policy (bus-wide): attempts per delivery, the first included.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+
+    /// Retry policy: base delay of the first retry in microseconds (multiplier 2, full
+    /// jitter, cap 1 s or the base if larger; the timer wheel ticks every 1 ms).
+    #[arg(long, default_value_t = 1000)]
+    retry_base_us: u64,
+
+    /// Timer wheel capacity per shard (retries waiting). A retry that finds it full is
+    /// dead-lettered (`retry-capacity`) and reported.
+    #[arg(long, default_value_t = 65_536)]
+    timer_capacity: usize,
+
+    /// Dead-letter ring capacity. Letters beyond it are dropped by the full policy and
+    /// counted (the report counts every letter with the `on_dead_letter` hook anyway).
+    #[arg(long, default_value_t = 65_536)]
+    dead_letters: usize,
+
+    /// What a full dead-letter ring does.
+    #[arg(long, value_enum, default_value_t = DeadPolicy::DropOldest)]
+    dead_letter_policy: DeadPolicy,
+
+    /// Seconds to wait, after the producers stop, for every retry to fire (`wait_idle`)
+    /// before closing. 0 closes at once: retries still waiting become `shutdown` dead
+    /// letters.
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeadPolicy {
+    DropOldest,
+    RejectNew,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -184,6 +247,80 @@ fn options(args: &Args) -> Result<Options, String> {
             Wait::Park => WaitStrategy::default(),
         },
         progress: !args.json,
+        inject: inject(args)?,
+        reliability: reliability(args)?,
+    })
+}
+
+fn inject(args: &Args) -> Result<Inject, String> {
+    for (rate, what) in [
+        (args.fail_rate, "fail-rate"),
+        (args.retry_rate, "retry-rate"),
+        (args.panic_rate, "panic-rate"),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("--{what} must be in 0..=1"));
+        }
+    }
+    if args.fail_rate + args.retry_rate + args.panic_rate > 1.0 {
+        return Err("--fail-rate + --retry-rate + --panic-rate must be at most 1".into());
+    }
+    if args.retries_per_event == 0 {
+        return Err("--retries-per-event must be at least 1".into());
+    }
+    let subscriptions = if args.inject_into.trim() == "all" {
+        (1u32 << SUBSCRIPTIONS.len()) - 1
+    } else {
+        let mut mask = 0u32;
+        for name in args.inject_into.split(',').map(str::trim) {
+            let i = SUBSCRIPTIONS
+                .iter()
+                .position(|s| s.name == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = SUBSCRIPTIONS.iter().map(|s| s.name).collect();
+                    format!(
+                        "--inject-into: no subscription {name:?} (there are: all, {})",
+                        names.join(", ")
+                    )
+                })?;
+            mask |= 1 << i;
+        }
+        mask
+    };
+    let inject = Inject {
+        fail_rate: args.fail_rate,
+        retry_rate: args.retry_rate,
+        panic_rate: args.panic_rate,
+        max_retries: args.retries_per_event,
+        subscriptions,
+    };
+    if inject.any() && args.compare {
+        return Err("--compare runs without injected failures: the baseline channel bus has no retries or dead letters, so the comparison would not be like for like".into());
+    }
+    Ok(inject)
+}
+
+fn reliability(args: &Args) -> Result<Reliability, String> {
+    if args.max_attempts == 0 {
+        return Err("--max-attempts must be at least 1".into());
+    }
+    if args.timer_capacity == 0 || args.dead_letters == 0 {
+        return Err("--timer-capacity and --dead-letters must be at least 1".into());
+    }
+    let base = Duration::from_micros(args.retry_base_us);
+    if base.is_zero() {
+        return Err("--retry-base-us must be at least 1".into());
+    }
+    let idle_timeout = Duration::try_from_secs_f64(args.idle_timeout)
+        .map_err(|_| "--idle-timeout must be a number of seconds >= 0".to_owned())?;
+    Ok(Reliability {
+        max_attempts: args.max_attempts,
+        retry_base: base,
+        retry_cap: base.max(Duration::from_secs(1)),
+        timer_capacity: args.timer_capacity,
+        dead_letters: args.dead_letters,
+        drop_oldest: args.dead_letter_policy == DeadPolicy::DropOldest,
+        idle_timeout,
     })
 }
 
@@ -214,13 +351,27 @@ fn describe(opts: &Options, slot: usize, archived: usize) -> String {
         workload::AGENTS.len(),
         opts.payload,
         SUBSCRIPTIONS.len(),
-    )
+    ) + &if opts.inject.any() {
+        format!(
+            "\n  failures injected: fail {}, retry {} (1..={} times), panic {} per delivery; retry policy max {} attempts, base {} us; timer wheel {} per shard; dead-letter ring {}",
+            opts.inject.fail_rate,
+            opts.inject.retry_rate,
+            opts.inject.max_retries,
+            opts.inject.panic_rate,
+            opts.reliability.max_attempts,
+            opts.reliability.retry_base.as_micros(),
+            opts.reliability.timer_capacity,
+            opts.reliability.dead_letters,
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn config_json(args: &Args, slot: usize, archived: usize) -> String {
     let q = report::json_string;
     format!(
-        "{{\"mode\":{},\"rate\":{},\"duration_s\":{},\"warmup_s\":{},\"shards\":{},\"pin\":{},\"producers\":{},\"payload\":{},\"archived_payload\":{archived},\"slot\":{slot},\"wait\":{}}}",
+        "{{\"mode\":{},\"rate\":{},\"duration_s\":{},\"warmup_s\":{},\"shards\":{},\"pin\":{},\"producers\":{},\"payload\":{},\"archived_payload\":{archived},\"slot\":{slot},\"wait\":{},\"fail_rate\":{},\"retry_rate\":{},\"retries_per_event\":{},\"panic_rate\":{},\"inject_into\":{},\"max_attempts\":{},\"retry_base_us\":{},\"timer_capacity\":{},\"dead_letters\":{},\"dead_letter_policy\":{},\"idle_timeout_s\":{}}}",
         q(&format!("{:?}", args.mode).to_lowercase()),
         args.rate.map_or_else(|| "null".to_owned(), |r| r.to_string()),
         args.duration,
@@ -230,5 +381,19 @@ fn config_json(args: &Args, slot: usize, archived: usize) -> String {
         args.producers,
         args.payload,
         q(&format!("{:?}", args.wait).to_lowercase()),
+        args.fail_rate,
+        args.retry_rate,
+        args.retries_per_event,
+        args.panic_rate,
+        q(&args.inject_into),
+        args.max_attempts,
+        args.retry_base_us,
+        args.timer_capacity,
+        args.dead_letters,
+        q(match args.dead_letter_policy {
+            DeadPolicy::DropOldest => "drop-oldest",
+            DeadPolicy::RejectNew => "reject-new",
+        }),
+        args.idle_timeout,
     )
 }
