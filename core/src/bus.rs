@@ -718,6 +718,7 @@ impl<const SLOT: usize> Bus<SLOT> {
                 retries_scheduled: c.retries_scheduled.get(),
                 retries_fired: c.retries_fired.get(),
                 dead_lettered: c.dead_lettered.get(),
+                dead_by_reason: core::array::from_fn(|i| c.dead_by_reason[i].get()),
                 scheduled_fired: c.scheduled_fired.get(),
                 redriven: c.redriven.get(),
                 scheduled_cancelled: c.scheduled_cancelled.get(),

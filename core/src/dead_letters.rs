@@ -45,6 +45,39 @@ pub enum DeadReason {
     Shutdown,
 }
 
+impl DeadReason {
+    /// How many reasons there are (the length of per-reason tables).
+    pub const COUNT: usize = 8;
+
+    /// The index of this reason in per-reason tables, in declaration order.
+    pub const fn index(self) -> usize {
+        match self {
+            DeadReason::Failed { .. } => 0,
+            DeadReason::RetriesExhausted => 1,
+            DeadReason::DeadlineExceeded => 2,
+            DeadReason::Panicked => 3,
+            DeadReason::RetryCapacity => 4,
+            DeadReason::NoSubscriber => 5,
+            DeadReason::Unsubscribed => 6,
+            DeadReason::Shutdown => 7,
+        }
+    }
+
+    /// A short name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DeadReason::Failed { .. } => "failed",
+            DeadReason::RetriesExhausted => "retries-exhausted",
+            DeadReason::DeadlineExceeded => "deadline-exceeded",
+            DeadReason::Panicked => "panicked",
+            DeadReason::RetryCapacity => "retry-capacity",
+            DeadReason::NoSubscriber => "no-subscriber",
+            DeadReason::Unsubscribed => "unsubscribed",
+            DeadReason::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// One dead letter: the event, its envelope and its history (like RabbitMQ's `x-death`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter<const SLOT: usize = DEFAULT_SLOT> {

@@ -100,18 +100,32 @@ impl<const SLOT: usize> Retries<SLOT> {
         let Retries { wheel, fired, .. } = self;
         let room = fired.capacity() - fired.len();
         wheel.advance_bounded(now_ns / self.tick_ns, room, |_, _, entry| fired.push(entry));
+        self.note_pending();
+    }
+
+    /// Publishes the wheel's fill level. Called at every change, before the shard counts
+    /// the event that caused it as dispatched, so `Bus::wait_idle` never sees an event
+    /// dispatched and its retry not yet pending.
+    pub(crate) fn note_pending(&self) {
+        self.shared
+            .counters
+            .timers_pending
+            .set(self.wheel.len() as u64);
     }
 
     /// Waits `event` on the wheel until `at_ns` as a scheduled event. `Err` gives it back
     /// when the wheel is full.
     pub(crate) fn schedule(&mut self, event: Event<SLOT>, at_ns: u64) -> Result<(), Event<SLOT>> {
         let tick = self.due_tick(at_ns);
-        self.wheel
+        let inserted = self
+            .wheel
             .insert(tick, Timed::Scheduled { event })
             .map(|_| ())
             .map_err(|e| match e.into_inner() {
                 Timed::Scheduled { event } | Timed::Retry { event, .. } => event,
-            })
+            });
+        self.note_pending();
+        inserted
     }
 
     /// Settles one delivery: nothing for `Done`, a retry on the wheel, or a dead letter.
@@ -170,6 +184,7 @@ impl<const SLOT: usize> Retries<SLOT> {
                         };
                         match self.wheel.insert(self.due_tick(due_ns), entry) {
                             Ok(_) => {
+                                self.note_pending();
                                 counters.retries_scheduled.incr();
                                 member.counters.retried.incr();
                                 *member.outstanding += 1;
@@ -196,7 +211,9 @@ impl<const SLOT: usize> Retries<SLOT> {
         letter: Letter,
         now_ns: u64,
     ) {
-        self.shared.counters.dead_lettered.incr();
+        let counters = &self.shared.counters;
+        counters.dead_lettered.incr();
+        counters.dead_by_reason[letter.reason.index()].incr();
         let mut envelope = envelope.clone();
         envelope.status = Status::Failed;
         self.dead_letters.record(DeadLetter {

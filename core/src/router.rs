@@ -317,6 +317,13 @@ impl<const SLOT: usize> Router<SLOT> {
         });
     }
 
+    /// The counters of a subscription (control plane and close; not the hot path).
+    pub(crate) fn counters(&self, id: SubscriptionId) -> Option<&SubscriptionCounters> {
+        let &(r, m) = self.members.get(&id)?;
+        let route = self.routes.get(r as usize)?.as_ref()?;
+        Some(&route.members.get(m as usize)?.counters)
+    }
+
     /// Builds the envelope for a dispatch of `event` at `now_ns`.
     pub(crate) fn envelope_for(event: &Event<SLOT>, now_ns: u64) -> Envelope {
         let h = event.header();

@@ -479,7 +479,10 @@ impl<const SLOT: usize> Shard<SLOT> {
             return 0;
         }
         let Shard {
-            shared, retries, ..
+            shared,
+            retries,
+            router,
+            ..
         } = self;
         let counters = &shared.counters;
         // Closing is not the hot path: a temporary buffer is fine here.
@@ -487,6 +490,7 @@ impl<const SLOT: usize> Shard<SLOT> {
         retries
             .wheel
             .advance(u64::MAX, |_, _, entry| left.push(entry));
+        retries.note_pending();
         let n = left.len();
         for entry in left {
             let (event, subscription, attempts, first, last_error) = match entry {
@@ -512,6 +516,9 @@ impl<const SLOT: usize> Shard<SLOT> {
                     last_error,
                 ),
             };
+            if let Some(c) = subscription.and_then(|id| router.counters(id)) {
+                c.dead_lettered.incr();
+            }
             let envelope = Router::<SLOT>::envelope_for(&event, now);
             let letter = Letter {
                 reason: DeadReason::Shutdown,

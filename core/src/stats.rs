@@ -6,6 +6,7 @@ use core::sync::atomic::Ordering;
 
 use crate::sync::AtomicU64;
 
+use crate::dead_letters::DeadReason;
 use crate::priority::Priority;
 
 /// A counter with a single writer. `add` is a relaxed load and store: only the owning
@@ -32,7 +33,7 @@ impl Counter {
     /// Sets the value (for gauges). Single writer only.
     #[inline]
     pub(crate) fn set(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
+        self.0.store(n, Ordering::Release);
     }
 
     /// The current value.
@@ -82,6 +83,8 @@ pub struct ShardCounters {
     pub retries_fired: Counter,
     /// Events put in the dead letters.
     pub dead_lettered: Counter,
+    /// Events put in the dead letters, by `DeadReason::index`.
+    pub dead_by_reason: [Counter; DeadReason::COUNT],
     /// Scheduled (publish_at) events fired into dispatch.
     pub scheduled_fired: Counter,
     /// Dead letters redriven back to their subscription.
@@ -202,6 +205,8 @@ pub struct ShardStats {
     pub retries_fired: u64,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Events dead-lettered, by `DeadReason::index` (see `DeadReason::name`).
+    pub dead_by_reason: [u64; DeadReason::COUNT],
     /// Scheduled events fired.
     pub scheduled_fired: u64,
     /// Dead letters redriven.

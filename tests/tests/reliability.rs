@@ -445,17 +445,29 @@ fn publish_after_fires_not_before_its_time_and_cancel_stops_it() {
 #[test]
 fn close_dead_letters_what_still_waits_on_the_wheel_as_shutdown() {
     let mut r = rig(policy(5, 100));
-    r.bus
+    let sub = r
+        .bus
         .subscribe(Filter::any(), |_| Outcome::retry(2))
         .expect("sub");
     publish(&r, EventType::AGENT_TASK);
     r.poll();
+    assert_eq!(r.bus.stats().shards[0].timers_pending, 1);
     r.bus.close();
     r.poll();
     let dead = r.dead();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, DeadReason::Shutdown);
     assert_eq!(dead[0].attempts, 1);
+    // The identity holds after close too: accepted = done + dead-lettered.
+    let s = r.bus.subscription_stats(sub).expect("stats");
+    assert_eq!((s.accepted, s.done, s.dead_lettered), (1, 0, 1));
+    let st = r.bus.stats();
+    assert_eq!(st.shards[0].timers_pending, 0);
+    assert_eq!(st.shards[0].dead_by_reason[DeadReason::Shutdown.index()], 1);
+    assert_eq!(
+        st.shards[0].dead_by_reason.iter().sum::<u64>(),
+        st.shards[0].dead_lettered
+    );
 }
 
 /// A small xorshift so the workload is random but repeatable.
