@@ -15,8 +15,10 @@
 //!   `try_recv` spin loop with the same dispatch; the producer keeps at most 4096 events in
 //!   flight (broadcast overwrites instead of waiting), by the consumer's count.
 //! - `bus-crate`: the `bus` crate's broadcast (4096) of `Slot`, `try_broadcast` / `try_recv`.
-//! - `disruptor`: single producer, `BusySpin`, slot written in place in the publish closure,
-//!   the same `HashMap` dispatch inside its event handler.
+//! - `disruptor`: single producer, slot written in place in the publish closure, the same
+//!   `HashMap` dispatch inside its event handler; `busy-spin` with its `BusySpin` consumer
+//!   and blocking `publish`, `spin-yield` with a consumer wait strategy and a `try_publish`
+//!   loop that spin and yield like everyone else (`common::SpinYield`).
 //!
 //! The `pinned` group pins the consumer to core 0 and the producer to core 1 (dreamnet-bus
 //! with `RunMode::Workers { pin: true }`), the bench thread only while its bench runs.
@@ -28,7 +30,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{done, relax, timed, Dispatch, Probe, Slot, Task, CAPACITY, SUBSCRIBED_TYPES};
+use common::{
+    done, relax, timed, Dispatch, Probe, Slot, SpinYield, Task, CAPACITY, SUBSCRIBED_TYPES,
+};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use disruptor::{BusySpin, ProcessorSettings as _, Producer as _};
@@ -269,20 +273,32 @@ fn bus_crate(g: &mut Group<'_>) {
     drop(tx);
 }
 
-fn disruptor_bus(g: &mut Group<'_>, pin: bool) {
+fn disruptor_bus<W: disruptor::wait_strategies::WaitStrategy + 'static>(
+    g: &mut Group<'_>,
+    pin: bool,
+    wait: W,
+    name: &str,
+) {
     let d = done();
     let mut dispatch = Dispatch::new(&d);
-    let builder = disruptor::build_single_producer(CAPACITY, || Slot::new(0, 0), BusySpin);
+    let builder = disruptor::build_single_producer(CAPACITY, || Slot::new(0, 0), wait);
     let handler = move |ev: &Slot, _seq: i64, _end: bool| dispatch.dispatch(ev);
     let mut producer = if pin {
         builder.pin_at_core(0).handle_events_with(handler).build()
     } else {
         builder.handle_events_with(handler).build()
     };
-    let name = if pin { "disruptor/pinned" } else { "disruptor" };
+    let yielding = name.contains("yield");
     bench(g, name, pin, |n, next| {
         timed(n, next, &d, |seq| {
-            producer.publish(|ev| ev.fill(0, seq));
+            if yielding {
+                // The same full-ring discipline as the others: try, spin, yield.
+                while producer.try_publish(|ev| ev.fill(0, seq)).is_err() {
+                    relax();
+                }
+            } else {
+                producer.publish(|ev| ev.fill(0, seq));
+            }
         })
     });
     drop(producer);
@@ -298,7 +314,8 @@ fn end_to_end(c: &mut Criterion) {
     flume_bus(&mut g);
     tokio_broadcast(&mut g);
     bus_crate(&mut g);
-    disruptor_bus(&mut g, false);
+    disruptor_bus(&mut g, false, BusySpin, "disruptor/busy-spin");
+    disruptor_bus(&mut g, false, SpinYield, "disruptor/spin-yield");
     g.finish();
 
     // Pinned: consumer on core 0, the bench thread (producer) on core 1.
@@ -307,7 +324,8 @@ fn end_to_end(c: &mut Criterion) {
     dreamnet(&mut g, true, false);
     dreamnet(&mut g, true, true);
     crossbeam_bus(&mut g, true, false);
-    disruptor_bus(&mut g, true);
+    disruptor_bus(&mut g, true, BusySpin, "disruptor/busy-spin/pinned");
+    disruptor_bus(&mut g, true, SpinYield, "disruptor/spin-yield/pinned");
     g.finish();
 }
 

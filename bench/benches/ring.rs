@@ -12,7 +12,8 @@
 //!   (rtrb chunks, disruptor `batch_publish`). Consumers take whatever is available.
 //!
 //! Every side that finds the ring full or empty spins and yields every 64th step
-//! (`common::relax`); disruptor's consumer busy-spins (`BusySpin`). Nothing parks.
+//! (`common::relax`); disruptor's consumer busy-spins (`BusySpin`, its producer spins in
+//! `publish`) except in the `spin-yield` row, which waits like everyone else. Nothing parks.
 
 mod common;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{done, relax, timed, timed_batches, Done, Probe, Slot, CAPACITY};
+use common::{done, relax, timed, timed_batches, Done, Probe, Slot, SpinYield, CAPACITY};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use disruptor::{BusySpin, Producer as _};
 
@@ -192,19 +193,25 @@ fn arrayqueue_copy(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>)
     });
 }
 
-fn disruptor_variant(
+fn disruptor_variant<W: disruptor::wait_strategies::WaitStrategy + 'static>(
     g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     mode: DisruptorMode,
+    wait: W,
 ) {
     let d = done();
     let mut probe = Probe::new(&d);
-    let mut producer = disruptor::build_single_producer(CAPACITY, || Slot::new(0, 0), BusySpin)
+    let mut producer = disruptor::build_single_producer(CAPACITY, || Slot::new(0, 0), wait)
         .handle_events_with(move |slot: &Slot, _seq, _end| probe.observe(slot.seq))
         .build();
     bench(g, name, |n, next| match mode {
         DisruptorMode::InPlace => timed(n, next, &d, |seq| {
             producer.publish(|slot| slot.fill(0, seq));
+        }),
+        DisruptorMode::InPlaceYield => timed(n, next, &d, |seq| {
+            while producer.try_publish(|slot| slot.fill(0, seq)).is_err() {
+                relax();
+            }
         }),
         DisruptorMode::Copy => timed(n, next, &d, |seq| {
             let staged = std::hint::black_box(Slot::new(0, seq));
@@ -228,6 +235,7 @@ fn disruptor_variant(
 #[derive(Clone, Copy)]
 enum DisruptorMode {
     InPlace,
+    InPlaceYield,
     Copy,
     Batch,
 }
@@ -290,9 +298,30 @@ fn ring(c: &mut Criterion) {
     rtrb_in_place(&mut g, 1);
     rtrb_in_place(&mut g, BATCH);
     arrayqueue_copy(&mut g);
-    disruptor_variant(&mut g, "disruptor/copy/single", DisruptorMode::Copy);
-    disruptor_variant(&mut g, "disruptor/in-place/single", DisruptorMode::InPlace);
-    disruptor_variant(&mut g, "disruptor/in-place/batch64", DisruptorMode::Batch);
+    disruptor_variant(
+        &mut g,
+        "disruptor/copy/single",
+        DisruptorMode::Copy,
+        BusySpin,
+    );
+    disruptor_variant(
+        &mut g,
+        "disruptor/in-place/single",
+        DisruptorMode::InPlace,
+        BusySpin,
+    );
+    disruptor_variant(
+        &mut g,
+        "disruptor/in-place/batch64",
+        DisruptorMode::Batch,
+        BusySpin,
+    );
+    disruptor_variant(
+        &mut g,
+        "disruptor/in-place/single/spin-yield",
+        DisruptorMode::InPlaceYield,
+        SpinYield,
+    );
     crossbeam_channel_copy(&mut g);
     flume_copy(&mut g);
     g.finish();

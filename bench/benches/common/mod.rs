@@ -235,6 +235,18 @@ pub fn timed_batches(
     elapsed
 }
 
+/// disruptor's consumer wait with the same spin-then-yield discipline as everyone else
+/// ([`relax`]); the benches also run disruptor with its own `BusySpin`.
+#[derive(Clone, Copy)]
+pub struct SpinYield;
+
+impl disruptor::wait_strategies::WaitStrategy for SpinYield {
+    #[inline]
+    fn wait_for(&self, _sequence: disruptor::Sequence) {
+        relax();
+    }
+}
+
 /// Runs `f` with the calling thread pinned to core `core`, then restores the thread's
 /// previous affinity mask (so later set-up, which asks for the cores it may use, still sees
 /// all of them).
