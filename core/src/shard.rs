@@ -655,6 +655,10 @@ fn take_scheduled<const SLOT: usize>(
                     first_attempt_ns: now,
                 };
                 retries.dead_letter(&event, &envelope, None, letter, now);
+            } else {
+                // Cancelled (by the user, or by another shard whose wheel was full):
+                // dropped here rather than when it would have fired, counted the same.
+                counters.scheduled_cancelled.incr();
             }
         }
         return false;
@@ -673,7 +677,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::{Bus, Event, EventType, Filter, Outcome};
+    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome, RunMode};
 
     /// Regression (found while writing the `bus_ops` fuzz model): a dropped publisher's
     /// `PublisherGone` was counted in the shard's `applied` but never in the bus's `sent`,
@@ -709,5 +713,37 @@ mod tests {
             release.send(()).unwrap();
             assert_eq!(waiter.join().unwrap(), Ok(()));
         });
+    }
+
+    /// Regression (found by the `bus_ops` fuzz target): a scheduled event that was
+    /// cancelled and then met a full timer wheel when its shard took it off the ring was
+    /// dropped without being counted in `scheduled_cancelled` (when the wheel had room,
+    /// the same event was counted when it came due).
+    #[test]
+    fn a_cancelled_scheduled_event_meeting_a_full_wheel_is_counted_as_cancelled() {
+        let clock = ManualClock::new();
+        let bus = Bus::builder()
+            .mode(RunMode::Poll)
+            .manual_clock(clock.clone())
+            .timer_capacity(1)
+            .build()
+            .unwrap();
+        let agent = bus.register_agent("a").unwrap();
+        bus.subscribe(Filter::any(), |_| Outcome::Done).unwrap();
+        let mut shards = bus.take_shards().unwrap();
+        let mut publisher = bus.publisher(agent).unwrap();
+        let after = Duration::from_millis(10);
+        publisher
+            .try_publish_after(Event::new(EventType::AGENT_TASK), after)
+            .unwrap();
+        shards[0].poll(16);
+        assert_eq!(shards[0].pending_timers(), 1);
+        let (_, token) = publisher
+            .try_publish_after(Event::new(EventType::AGENT_TASK), after)
+            .unwrap();
+        assert!(bus.cancel_scheduled(token));
+        shards[0].poll(16);
+        assert_eq!(bus.stats().shards[0].scheduled_cancelled, 1);
+        assert_eq!(bus.stats().shards[0].dead_lettered, 0);
     }
 }
