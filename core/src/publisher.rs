@@ -373,7 +373,9 @@ impl<const SLOT: usize> Publisher<SLOT> {
             .for_event(draft.event_type, draft.destination);
         if mask == 0 {
             // Nothing will read it, so build it on the stack for the record.
-            let mut event = Event::new(draft.event_type).with_priority(priority);
+            let mut event = Event::new(draft.event_type)
+                .with_priority(priority)
+                .with_correlation_id(draft.correlation_id);
             event.set_destination(draft.destination);
             event.set_payload(payload)?;
             let id = self.next_id();

@@ -599,3 +599,31 @@ fn conservation_under_a_mixed_workload() {
     });
     assert_eq!(count.load(Ordering::Relaxed), dead_total);
 }
+
+/// Regression (found by the `bus_ops` fuzz target): an in-place publish (`try_publish_with`)
+/// that matched no subscription was dead-lettered (`NoSubscriber`) without its correlation
+/// id, so a redrive delivered it with correlation 0 (and predicates on it misrouted it).
+#[test]
+fn an_unroutable_in_place_publish_keeps_its_correlation_id_in_the_dead_letters() {
+    let mut r = rig_with(Bus::builder().dead_letter_unroutable(true));
+    let agent = r.bus.register_agent("tester").expect("agent");
+    let mut p = r.bus.publisher(agent).expect("publisher");
+    let draft = dreamnet_bus::Draft::new(EventType::AGENT_TASK).correlation_id(42);
+    let receipt = p.try_publish_with(draft, &7u32).expect("published");
+    assert_eq!(receipt.shards, 0);
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::NoSubscriber);
+    assert_eq!(dead[0].event.header().correlation_id(), 42);
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&seen);
+    r.bus
+        .subscribe(Filter::any(), move |d| {
+            s.store(d.header().correlation_id(), Ordering::Relaxed);
+            Outcome::Done
+        })
+        .expect("subscribe");
+    assert_eq!(r.bus.redrive(1, |_| true), Ok(1));
+    assert_eq!(r.poll(), 1);
+    assert_eq!(seen.load(Ordering::Relaxed), 42);
+}
