@@ -251,10 +251,16 @@ impl<const SLOT: usize> Shard<SLOT> {
     }
 
     /// Bit `p` set: level `p` has an event waiting.
+    ///
+    /// Reads each lane's cached count first: the producer's index (a cache line the
+    /// producing core keeps writing) is read only for lanes that look empty.
     fn waiting_levels(&self) -> u8 {
         let mut bits = 0;
         for (p, lanes) in self.lanes.iter().enumerate() {
-            if lanes.iter().any(|l| !l.consumer.is_empty()) {
+            if lanes
+                .iter()
+                .any(|l| l.consumer.cached_slots() > 0 || !l.consumer.is_empty())
+            {
                 bits |= 1 << p;
             }
         }
