@@ -1,24 +1,43 @@
 //! A whole bus in poll mode with a manual clock, driven by an operation sequence:
 //! subscribe (random filter, agent, shard, including invalid ones), unsubscribe (including
-//! twice), publish (random type, priority, destination, several publishers, by value or in
-//! place, including invalid ids and oversized payloads), poll a shard (random budget),
-//! advance the clock. Handler outcomes are chosen by the input (see `Act`).
+//! twice), publish (random type, priority, destination, deadline, several publishers, by
+//! value or in place, now or scheduled with `try_publish_after` / `try_publish_at`,
+//! including invalid ids and oversized payloads), cancel scheduled events, redrive dead
+//! letters, poll a shard (random budget), drain, drop publishers, advance the clock.
+//! Handler outcomes are chosen by the input (see `Act`): `Done`, `Fail`, `Retry` with the
+//! policy's delay or with `after`. The retry policy has no jitter, so every due time is
+//! computed exactly; the timer wheel is small (1-4 entries) so it fills.
 //!
-//! The model follows the routing rules of router.rs's module doc and the poll-mode control
-//! rules of bus.rs / shard.rs:
-//! - a publish goes to the shards whose registered subscriptions may match it (by type for
-//!   a broadcast, by agent or destination tap for a direct event), all or nothing: `Full`
-//!   exactly when one of those lanes (publisher, shard, priority) is full; with no such
-//!   shard it is unroutable (counted, and dead-lettered if the bus is set to);
-//! - subscribe/unsubscribe reach the shard's router at the start of its next `poll`;
-//! - a poll takes a prefix of each of its lanes (lane fill levels are read exactly through
-//!   each publisher's `free_slots`), and each event taken is delivered exactly once to every
-//!   subscription of that shard, active at that poll, whose route matches it, and to no
-//!   other; `poll(max)` returning less than `max` leaves the shard's lanes empty;
-//! - per subscription, events of one publisher at one priority arrive in publish order;
-//! - conservation at the end (drain every shard, close): every accepted event was taken
-//!   exactly once from every lane it entered, and `bus.stats()` and every subscription's
-//!   stats agree with the model's counts.
+//! The model is a step-by-step simulation of `Shard::poll` (shard.rs, retry.rs,
+//! router.rs): every handler call and every dead letter (seen through the bus's dead-letter
+//! hook) lands in one trace, in order, and the model consumes that trace as it simulates:
+//! - control messages first (lanes, retirement of dropped publishers' lanes,
+//!   subscriptions), then the due timer-wheel entries in due-tick order (a retry goes to
+//!   its one subscription, or to the dead letters as `Unsubscribed` if it left; a
+//!   scheduled event is dispatched unless cancelled), then redriven dead letters (up to
+//!   the poll's budget), then the rings in the shard's drain order (priorities with the
+//!   starvation guard, lanes in turn), which the model predicts exactly;
+//! - a publish goes to the shards whose registered subscriptions may match it, all or
+//!   nothing: `Full` exactly when one of those lanes is full; with no such shard it is
+//!   unroutable (counted, and dead-lettered `NoSubscriber` if the bus is set to);
+//! - each dispatched event is delivered exactly once to every active matching plain
+//!   subscription of that shard and to one active member of each matching group, unless
+//!   its deadline passed (then each of them gets a `DeadlineExceeded` letter instead);
+//! - after a handler: `Done`; `Fail` -> `Failed { code }`; `Retry` -> `RetriesExhausted`
+//!   at `max_attempts`, `DeadlineExceeded` if the retry would be due after the deadline,
+//!   `RetryCapacity` if the wheel is full, else a wheel entry due at
+//!   `ceil((now + delay) / tick)` ticks, fired at the first poll with
+//!   `floor(now / tick) >= due`;
+//! - scheduled events wait on the wheel of each shard they went to until due, are never
+//!   delivered before their time and never after a successful cancel;
+//! - per subscription, events of one publisher at one priority (not scheduled) arrive in
+//!   publish order;
+//! - after every op: `bus.stats()` (per shard, dead letters by reason, retries, schedule
+//!   and redrive counters, timers pending), every subscription's stats, the dead-letter
+//!   ring (contents and counters) and the publishers' free slots agree with the model;
+//! - conservation at the end (drain, advance the clock until every wheel is empty,
+//!   close): every accepted event was taken exactly once from every lane it entered, and
+//!   for every subscription `accepted = done + dead_lettered`.
 #![no_main]
 
 use std::collections::{HashMap, VecDeque};
@@ -29,8 +48,8 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use dreamnet_bus::{
     AgentId, Balance, Bus, BusError, DeadReason, Draft, ErrorCode, Event, EventType, Filter,
-    FullPolicy, GroupId, ManualClock, Outcome, PayloadError, Priority, PublishError, Publisher,
-    RunMode, Shard, Subscription, SubscriptionId,
+    FullPolicy, GroupId, Jitter, ManualClock, Outcome, PayloadError, Priority, PublishError,
+    Publisher, RetryPolicy, RunMode, ScheduleToken, Shard, Subscription, SubscriptionId,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -42,33 +61,138 @@ const MAX_PUBLISHERS: usize = 3;
 /// Publishers made over a run, dropped ones included.
 const MAX_MADE: usize = 8;
 const MAX_SUBS: usize = 24;
+/// The timer wheel's horizon (timer_wheel.rs): a deadline this many ticks or more after
+/// the wheel's time is refused.
+const HORIZON_TICKS: u64 = 1 << 36;
 
-/// What a handler does with a delivery. `Done` and `Fail` are modelled (a failure is
-/// dead-lettered at once, reason `Failed { code }`, with the subscription and attempt 1).
-/// To add `Retry`: add it here, map it in `outcome()`, and teach `Harness::poll` that a
-/// retry re-delivers to that subscription only, at a later poll once the clock passed the
-/// backoff (attempts 2, 3, ...), until `Done`, `Fail`, or exhaustion (dead letter
-/// `RetriesExhausted`); the final drain must then advance the clock until the wheels empty.
+/// What a handler does with a delivery.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 enum Act {
     Done,
     Fail(u8),
+    /// Retry after the policy's delay.
+    Retry(u8),
+    /// Retry after `after_ns(n)` (capped by the policy).
+    RetryAfter(u8, u8),
+}
+
+fn after_ns(n: u8) -> u64 {
+    u64::from(n % 16) * 250_000
 }
 
 fn outcome(act: Act) -> Outcome {
     match act {
         Act::Done => Outcome::Done,
         Act::Fail(code) => Outcome::fail(u16::from(code)),
+        Act::Retry(code) => Outcome::retry(u16::from(code)),
+        Act::RetryAfter(code, n) => Outcome::Retry {
+            code: ErrorCode(u16::from(code)),
+            after: Some(Duration::from_nanos(after_ns(n))),
+        },
     }
 }
 
-/// One dead letter as the model expects it: event id, subscription, reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One dead letter as the model expects it.
+#[derive(Debug, Clone)]
 struct Letter {
+    ev: EvModel,
+    sub: Option<SubscriptionId>,
+    reason: DeadReason,
+    attempts: u32,
+    last_error: Option<ErrorCode>,
+    first_ns: u64,
+    last_ns: u64,
+    shard: usize,
+}
+
+/// What the bus's dead-letter hook saw (and what `inspect` shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeadRec {
     id: u64,
     sub: Option<SubscriptionId>,
     reason: DeadReason,
     attempts: u32,
+    last_error: Option<ErrorCode>,
+    first_ns: u64,
+    last_ns: u64,
+    shard: usize,
+    /// The event header's attempts.
+    header_attempts: u16,
+}
+
+impl DeadRec {
+    fn of(d: &dreamnet_bus::DeadLetter<256>) -> Self {
+        DeadRec {
+            id: d.event.header().id(),
+            sub: d.subscription,
+            reason: d.reason,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            first_ns: d.first_attempt_ns,
+            last_ns: d.last_attempt_ns,
+            shard: d.shard,
+            header_attempts: d.event.header().attempts(),
+        }
+    }
+}
+
+impl Letter {
+    fn key(
+        &self,
+    ) -> (
+        u64,
+        Option<SubscriptionId>,
+        DeadReason,
+        u32,
+        Option<ErrorCode>,
+        u64,
+        u64,
+        usize,
+    ) {
+        (
+            self.ev.id,
+            self.sub,
+            self.reason,
+            self.attempts,
+            self.last_error,
+            self.first_ns,
+            self.last_ns,
+            self.shard,
+        )
+    }
+}
+
+impl DeadRec {
+    fn key(
+        &self,
+    ) -> (
+        u64,
+        Option<SubscriptionId>,
+        DeadReason,
+        u32,
+        Option<ErrorCode>,
+        u64,
+        u64,
+        usize,
+    ) {
+        (
+            self.id,
+            self.sub,
+            self.reason,
+            self.attempts,
+            self.last_error,
+            self.first_ns,
+            self.last_ns,
+            self.shard,
+        )
+    }
+}
+
+/// The trace of one operation: handler calls and dead letters, in order.
+#[derive(Debug, Clone)]
+enum Tr {
+    Call(Rec),
+    Dead(DeadRec),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -89,6 +213,17 @@ struct SubSpec {
     acts: Vec<Act>,
 }
 
+/// When a by-value publish is scheduled.
+#[derive(Arbitrary, Debug, Clone, Copy)]
+enum When {
+    /// `try_publish_after(n * 250 us)`.
+    After(u8),
+    /// `try_publish_at(n * 500 us)` (possibly in the past).
+    At(u8),
+    /// `try_publish_at` beyond the wheel's horizon.
+    Far,
+}
+
 #[derive(Arbitrary, Debug, Clone, Copy)]
 struct PubSpec {
     publisher: u8,
@@ -100,6 +235,10 @@ struct PubSpec {
     in_place: bool,
     /// In place: a payload too large for the slot.
     oversized: bool,
+    /// A deadline `1 + n * 250 us` after now.
+    deadline: Option<u8>,
+    /// By value only: scheduled.
+    when: Option<When>,
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -122,7 +261,15 @@ enum Op {
     },
     /// Drop publisher `n` (the next publish as `n` makes a new one).
     DropPublisher(u8),
+    /// Advance the clock by `n % 2^23` ns (about 8 ms at most).
     Advance(u32),
+    /// Cancel the scheduled event of token `n` (mod tokens handed out).
+    Cancel(u8),
+    /// `bus.redrive(max, select)`: letters whose reason index is in `reasons` (0: any).
+    Redrive {
+        max: u8,
+        reasons: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -135,10 +282,20 @@ struct Input {
     /// Dead-letter ring: capacity `1 + n % 16`, and its policy.
     dead_letter_capacity: u8,
     dead_letter_drop_oldest: bool,
+    /// Timer wheel capacity `1 + n % 4`.
+    timer_capacity: u8,
+    /// The tick: 1 ms, 250 us or 1 us.
+    tick: u8,
+    /// Retry policy: max_attempts `1 + n % 4`, base `n % 5 * 500 us`, multiplier 1-3,
+    /// cap `max(base, 1 us) * (1 + n % 4)`.
+    max_attempts: u8,
+    base: u8,
+    multiplier: u8,
+    cap: u8,
     ops: Vec<Op>,
 }
 
-/// One delivery as a handler saw it.
+/// One handler call as the handler saw it.
 #[derive(Debug, Clone)]
 struct Rec {
     poll: u64,
@@ -149,6 +306,7 @@ struct Rec {
     correlation: u64,
     now_ns: u64,
     attempts: u32,
+    deadline: Option<u64>,
     payload: Option<u32>,
     act: Act,
 }
@@ -181,6 +339,16 @@ fn agent(raw: u32) -> AgentId {
         .unwrap()
 }
 
+/// A subscription's counters as the model expects them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    accepted: u64,
+    attempts: u64,
+    done: u64,
+    retried: u64,
+    dead_lettered: u64,
+}
+
 struct SubModel {
     /// `None` in a template (a group's, or before the bus answered).
     id: Option<SubscriptionId>,
@@ -197,9 +365,7 @@ struct SubModel {
     registered: bool,
     /// In its shard's router (set/cleared when the shard applies the control message).
     active: bool,
-    delivered: u64,
-    /// Deliveries answered `Fail` (dead-lettered).
-    failed: u64,
+    c: Counts,
 }
 
 impl SubModel {
@@ -235,15 +401,79 @@ struct EvModel {
     priority: usize,
     destination: Option<u32>,
     correlation: u64,
+    /// The publish time, or the due time of a scheduled event.
     timestamp: u64,
+    deadline: Option<u64>,
+    scheduled: bool,
     payload: Option<u32>,
     /// Position in its publisher's sequence (for the per-publisher order check).
     seq: u64,
 }
 
+impl EvModel {
+    fn expired(&self, now: u64) -> bool {
+        self.deadline.is_some_and(|d| now > d)
+    }
+}
+
 enum Ctl {
     Add(usize),
     Remove(usize),
+    Lanes(usize),
+    Gone(usize),
+}
+
+/// A timer-wheel entry.
+#[derive(Debug, Clone)]
+enum Kind {
+    Retry {
+        sub: SubscriptionId,
+        attempts: u32,
+        first_ns: u64,
+        last_error: Option<ErrorCode>,
+    },
+    Sched,
+}
+
+#[derive(Debug, Clone)]
+struct Timer {
+    due_tick: u64,
+    /// Insertion order (ties fire in it).
+    seq: u64,
+    ev: EvModel,
+    kind: Kind,
+}
+
+/// A shard's side of the lanes: what `Shard` keeps to pick the next event.
+#[derive(Default)]
+struct ShardSide {
+    /// Publisher indices, per priority, in the order the shard holds their lanes.
+    lanes: [Vec<usize>; 4],
+    cursors: [usize; 4],
+    starved_for: [u32; 4],
+    retiring: Vec<usize>,
+}
+
+/// Where a delivery's retry history stands.
+#[derive(Clone, Copy)]
+struct History {
+    first_ns: u64,
+    /// The last code a handler returned in this chain (what the doc of
+    /// `DeadLetter::last_error` promises; the bus drops it for a retry expired on the wheel).
+    #[allow(dead_code)]
+    last_error: Option<ErrorCode>,
+}
+
+/// Per-shard counters of the reliability paths.
+#[derive(Default, Clone, Copy)]
+struct Rel {
+    retries_scheduled: u64,
+    retries_fired: u64,
+    dead_lettered: u64,
+    dead_by_reason: [u64; DeadReason::COUNT],
+    scheduled_fired: u64,
+    scheduled_cancelled: u64,
+    redriven: u64,
 }
 
 struct Harness {
@@ -252,6 +482,11 @@ struct Harness {
     shards: Vec<Shard>,
     nshards: usize,
     caps: [usize; 4],
+    guard: u32,
+    tick: u64,
+    timer_capacity: usize,
+    policy: RetryPolicy,
+    multiplier: u64,
     agents: Vec<AgentId>,
     /// Every publisher made, by creation order (`None` once dropped).
     publishers: Vec<Option<Publisher>>,
@@ -266,8 +501,18 @@ struct Harness {
     /// Groups: their id and a template (filter, agent, shard) their members share.
     groups: Vec<(GroupId, SubModel)>,
     pending: Vec<Vec<Ctl>>,
+    side: Vec<ShardSide>,
+    wheels: Vec<Vec<Timer>>,
+    timer_seq: u64,
+    /// Scheduled events not yet fired everywhere: id -> shards left.
+    schedule: HashMap<u64, u32>,
+    tokens: Vec<ScheduleToken>,
+    /// Redriven letters waiting in each shard's queue.
+    redrives: Vec<VecDeque<(EvModel, Option<SubscriptionId>)>>,
     next_shard: usize,
-    log: Arc<Mutex<Vec<Rec>>>,
+    log: Arc<Mutex<Vec<Tr>>>,
+    /// Position in `log` the model has consumed.
+    cursor: usize,
     poll_no: Arc<AtomicU64>,
     // Model counters.
     published: u64,
@@ -278,13 +523,14 @@ struct Harness {
     dispatched: Vec<[u64; 4]>,
     delivered: Vec<[u64; 4]>,
     unmatched: Vec<[u64; 4]>,
+    rel: Vec<Rel>,
     dead_letter_unroutable: bool,
     dead_letter_drop_oldest: bool,
+    dead_letter_capacity: usize,
     /// The dead-letter ring as the model expects it, and its counters.
     letters: VecDeque<Letter>,
     letters_stored: u64,
     letters_dropped: u64,
-    dead_lettered: Vec<u64>,
     ids: std::collections::HashSet<u64>,
     /// Last lane position delivered per (sub, publisher, priority).
     order: HashMap<(u64, usize, usize), u64>,
@@ -294,15 +540,36 @@ impl Harness {
     fn new(input: &Input) -> Self {
         let nshards = usize::from(input.shards % 3) + 1;
         let caps = input.ring_log2.map(|l| 1usize << (l % 4));
+        let guard = u32::from(input.guard % 4) + 1;
+        let tick = [1_000_000u64, 250_000, 1_000][usize::from(input.tick % 3)];
+        let timer_capacity = usize::from(input.timer_capacity % 4) + 1;
+        let base = u64::from(input.base % 5) * 500_000;
+        let multiplier = u64::from(input.multiplier % 3) + 1;
+        let cap = base.max(1_000) * (u64::from(input.cap % 4) + 1);
+        let policy = RetryPolicy::builder()
+            .max_attempts(u32::from(input.max_attempts % 4) + 1)
+            .base(Duration::from_nanos(base))
+            .multiplier(multiplier as f64)
+            .cap(Duration::from_nanos(cap))
+            .jitter(Jitter::None)
+            .build()
+            .expect("valid policy");
+        let dead_letter_capacity = usize::from(input.dead_letter_capacity % 16) + 1;
         let clock = ManualClock::new();
+        let log: Arc<Mutex<Vec<Tr>>> = Arc::default();
+        let hook_log = Arc::clone(&log);
         let mut b = Bus::builder()
             .mode(RunMode::Poll)
             .shards(nshards)
             .manual_clock(clock.clone())
-            .starvation_guard(u32::from(input.guard % 4) + 1)
+            .starvation_guard(guard)
+            .tick(Duration::from_nanos(tick))
+            .timer_capacity(timer_capacity)
+            .retry_policy(policy)
+            .on_dead_letter(move |d| hook_log.lock().unwrap().push(Tr::Dead(DeadRec::of(d))))
             .dead_letter_unroutable(input.dead_letter_unroutable)
             .dead_letters(
-                usize::from(input.dead_letter_capacity % 16) + 1,
+                dead_letter_capacity,
                 if input.dead_letter_drop_oldest {
                     FullPolicy::DropOldest
                 } else {
@@ -332,6 +599,11 @@ impl Harness {
             shards,
             nshards,
             caps,
+            guard,
+            tick,
+            timer_capacity,
+            policy,
+            multiplier,
             agents,
             publishers: Vec::new(),
             slot_of: [None; MAX_PUBLISHERS],
@@ -341,8 +613,15 @@ impl Harness {
             subs: Vec::new(),
             groups: Vec::new(),
             pending: (0..nshards).map(|_| Vec::new()).collect(),
+            side: (0..nshards).map(|_| ShardSide::default()).collect(),
+            wheels: vec![Vec::new(); nshards],
+            timer_seq: 0,
+            schedule: HashMap::new(),
+            tokens: Vec::new(),
+            redrives: vec![VecDeque::new(); nshards],
             next_shard: 0,
-            log: Arc::default(),
+            log,
+            cursor: 0,
             poll_no: Arc::default(),
             published: 0,
             unroutable: 0,
@@ -352,12 +631,13 @@ impl Harness {
             dispatched: vec![[0; 4]; nshards],
             delivered: vec![[0; 4]; nshards],
             unmatched: vec![[0; 4]; nshards],
+            rel: vec![Rel::default(); nshards],
             dead_letter_unroutable: input.dead_letter_unroutable,
             dead_letter_drop_oldest: input.dead_letter_drop_oldest,
+            dead_letter_capacity,
             letters: VecDeque::new(),
             letters_stored: 0,
             letters_dropped: 0,
-            dead_lettered: vec![0; nshards],
             ids: Default::default(),
             order: HashMap::new(),
         }
@@ -443,8 +723,7 @@ impl Harness {
             group: None,
             registered: false,
             active: false,
-            delivered: 0,
-            failed: 0,
+            c: Counts::default(),
         };
         (sub, model, expected)
     }
@@ -466,7 +745,7 @@ impl Harness {
             let h = d.header();
             let act = acts[turn % acts.len()];
             turn += 1;
-            log.lock().unwrap().push(Rec {
+            log.lock().unwrap().push(Tr::Call(Rec {
                 act,
                 poll: poll_no.load(Ordering::Relaxed),
                 sub: d.subscription(),
@@ -476,8 +755,9 @@ impl Harness {
                 correlation: h.correlation_id(),
                 now_ns: d.now_ns(),
                 attempts: d.envelope().attempts,
+                deadline: h.deadline_ns(),
                 payload: d.payload::<Body>().ok().map(|b| b.seq.to_native()),
-            });
+            }));
             outcome(act)
         }
     }
@@ -556,8 +836,7 @@ impl Harness {
             shard: template.shard,
             types: template.types.clone(),
             group: Some(gi),
-            delivered: 0,
-            failed: 0,
+            c: Counts::default(),
             ..*template
         };
         let shard = model.shard;
@@ -603,27 +882,36 @@ impl Harness {
         self.pub_seq.push(0);
         let i = self.publishers.len() - 1;
         self.slot_of[p] = Some(i);
+        for k in 0..self.nshards {
+            self.pending[k].push(Ctl::Lanes(i));
+        }
         Some(i)
     }
 
-    /// Drops publisher `p`: its shards retire its lanes once they are empty, and every
-    /// event it had queued is still delivered. Its lanes can no longer be measured through
-    /// `free_slots`, so `poll` infers them from the shard's per-priority `dispatched`
-    /// count; that is exact while at most one dropped publisher has events queued, so the
-    /// drop is skipped otherwise.
+    /// Drops publisher `p`: its shards retire its lanes once they are empty (the model
+    /// follows the shard's lane list exactly), and every event it had queued is still
+    /// delivered.
     fn drop_publisher(&mut self, p: u8) {
         let p = usize::from(p) % MAX_PUBLISHERS;
         let Some(i) = self.slot_of[p] else {
             return;
         };
-        let busy_dropped = (0..self.publishers.len())
-            .filter(|&j| j != i && self.publishers[j].is_none())
-            .any(|j| self.lanes[j].iter().flatten().any(|l| !l.is_empty()));
-        if busy_dropped {
-            return;
-        }
         self.slot_of[p] = None;
         self.publishers[i] = None;
+        for k in 0..self.nshards {
+            self.pending[k].push(Ctl::Gone(i));
+        }
+    }
+
+    /// The shards a publish of this kind goes to now.
+    fn mask(&self, tyr: u16, destination: Option<u32>) -> Vec<usize> {
+        (0..self.nshards)
+            .filter(|&sh| {
+                self.subs
+                    .iter()
+                    .any(|m| m.registered && m.shard == sh && m.targets(tyr, destination))
+            })
+            .collect()
     }
 
     fn publish(&mut self, s: PubSpec) {
@@ -637,24 +925,30 @@ impl Harness {
         let correlation = u64::from(s.correlation);
         let now = self.clock.now_ns();
         let seq = self.pub_seq[p] + 1;
+        let deadline = if s.in_place {
+            None
+        } else {
+            s.deadline.map(|d| now + 1 + u64::from(d % 32) * 250_000)
+        };
+        let when = if s.in_place { None } else { s.when };
+        let at = when.map(|w| match w {
+            When::After(n) => now + u64::from(n % 32) * 250_000,
+            When::At(n) => u64::from(n) * 500_000,
+            When::Far => now.saturating_add((HORIZON_TICKS + 1).saturating_mul(self.tick)),
+        });
         // Model: validity, then targets, then room.
         let invalid = if tyr >= TYPES {
             Some((true, u32::from(tyr)))
         } else {
             destination.filter(|&d| d >= AGENTS).map(|d| (false, d))
         };
-        let mask: Vec<usize> = (0..self.nshards)
-            .filter(|&sh| {
-                self.subs
-                    .iter()
-                    .any(|m| m.registered && m.shard == sh && m.targets(tyr, destination))
-            })
-            .collect();
+        let mask = self.mask(tyr, destination);
         let full = mask
             .iter()
             .any(|&sh| self.lanes[p][sh][priority].len() == self.caps[priority]);
         let prio = Priority::ALL[priority];
         let payload = s.in_place.then_some(seq as u32);
+        let mut token = None;
         let result: Result<(u64, u32), String> = if s.in_place {
             let mut draft = Draft::new(ty(tyr))
                 .priority(prio)
@@ -687,8 +981,26 @@ impl Harness {
             let mut e = Event::new(ty(tyr))
                 .with_priority(prio)
                 .with_correlation_id(correlation);
+            if let Some(d) = deadline {
+                e = e.with_deadline_ns(d);
+            }
             e.set_destination(destination.map(agent));
-            let r = self.publishers[p].as_mut().expect("live").try_publish(e);
+            let publisher = self.publishers[p].as_mut().expect("live");
+            let r = match when {
+                None => publisher.try_publish(e),
+                Some(When::After(n)) => publisher
+                    .try_publish_after(e, Duration::from_nanos(u64::from(n % 32) * 250_000))
+                    .map(|(r, t)| {
+                        token = Some(t);
+                        r
+                    }),
+                Some(_) => publisher
+                    .try_publish_at(e, at.expect("scheduled"))
+                    .map(|(r, t)| {
+                        token = Some(t);
+                        r
+                    }),
+            };
             r.map(|r| (r.id, r.shards)).map_err(|e| match e {
                 PublishError::Full(back) => {
                     assert_eq!(back.header().correlation_id(), correlation);
@@ -729,18 +1041,31 @@ impl Harness {
                     priority,
                     destination,
                     correlation,
-                    timestamp: now,
+                    timestamp: at.unwrap_or(now),
+                    deadline,
+                    scheduled: at.is_some(),
                     payload,
                     seq,
                 };
+                if let Some(t) = token {
+                    assert_eq!(t.event_id(), id);
+                    self.tokens.push(t);
+                    if !mask.is_empty() {
+                        self.schedule.insert(id, mask.len() as u32);
+                    }
+                }
                 if mask.is_empty() {
                     self.unroutable += 1;
                     if self.dead_letter_unroutable {
-                        self.letter(Letter {
-                            id,
+                        self.expect_letter(Letter {
+                            ev: ev.clone(),
                             sub: None,
                             reason: DeadReason::NoSubscriber,
                             attempts: 0,
+                            last_error: None,
+                            first_ns: now,
+                            last_ns: now,
+                            shard: 0,
                         });
                     }
                 }
@@ -759,183 +1084,624 @@ impl Harness {
             }
             (g, w) => panic!("publish {s:?}: bus {g:?}, model {w:?} (mask {mask:?})"),
         }
-        // Ring fill levels as each publisher sees them.
-        for (pi, publisher) in self.publishers.iter().enumerate() {
-            let Some(publisher) = publisher else {
-                continue;
-            };
-            for sh in 0..self.nshards {
-                for q in 0..4 {
-                    assert_eq!(
-                        publisher.free_slots(sh, Priority::ALL[q]),
-                        self.caps[q] - self.lanes[pi][sh][q].len()
-                    );
-                }
-            }
-        }
     }
 
-    fn poll(&mut self, k: usize, max: usize) -> usize {
-        // The shard applies its control messages first.
+    fn cancel(&mut self, n: u8) {
+        if self.tokens.is_empty() {
+            return;
+        }
+        let t = self.tokens[usize::from(n) % self.tokens.len()];
+        let got = self.bus.cancel_scheduled(t);
+        let want = self.schedule.remove(&t.event_id()).is_some();
+        assert_eq!(got, want, "cancel_scheduled({t:?})");
+    }
+
+    /// `bus.redrive`: oldest first, up to `max` letters that `select` picks and whose
+    /// subscription is still there (or, without one, whose event routes somewhere now),
+    /// while the target shard's redrive queue has room.
+    fn redrive(&mut self, max: u8, reasons: u8) {
+        let max = usize::from(max % 8);
+        let reasons = reasons & 0xff;
+        let sel = move |r: DeadReason| reasons == 0 || reasons & (1 << r.index()) != 0;
+        let got = self.bus.redrive(max, |d| sel(d.reason)).expect("open bus");
+        let mut left = max;
+        let mut taken = 0;
+        let mut keep = VecDeque::new();
+        for l in std::mem::take(&mut self.letters) {
+            let target = match l.sub {
+                Some(id) => self
+                    .subs
+                    .iter()
+                    .find(|m| m.id == Some(id) && m.registered)
+                    .map(|m| (m.shard, Some(id))),
+                None => self
+                    .mask(l.ev.ty, l.ev.destination)
+                    .first()
+                    .map(|&s| (s, None)),
+            };
+            let room = |s: usize| self.redrives[s].len() < self.dead_letter_capacity;
+            match target {
+                Some((s, sub)) if left > 0 && sel(l.reason) && room(s) => {
+                    left -= 1;
+                    taken += 1;
+                    self.redrives[s].push_back((l.ev, sub));
+                }
+                _ => keep.push_back(l),
+            }
+        }
+        self.letters = keep;
+        assert_eq!(got, taken, "redrive count");
+    }
+
+    // ---- The trace ----
+
+    fn begin(&mut self) {
+        self.log.lock().unwrap().clear();
+        self.cursor = 0;
+    }
+
+    fn end(&mut self) {
+        let log = self.log.lock().unwrap();
+        assert_eq!(
+            self.cursor,
+            log.len(),
+            "the bus did more than the model: {:?}",
+            &log[self.cursor.min(log.len())..]
+        );
+    }
+
+    fn next(&mut self) -> Tr {
+        let t = self
+            .log
+            .lock()
+            .unwrap()
+            .get(self.cursor)
+            .cloned()
+            .unwrap_or_else(|| panic!("the model expects more than the bus did"));
+        self.cursor += 1;
+        t
+    }
+
+    /// The next trace entry must be dead letter `l`; the model's ring records it.
+    fn expect_letter(&mut self, l: Letter) {
+        let t = self.next();
+        self.check_letter(t, l);
+    }
+
+    fn check_letter(&mut self, t: Tr, l: Letter) {
+        match t {
+            Tr::Dead(d) => assert_eq!(d.key(), l.key(), "dead letter: bus {d:?}, model {l:?}"),
+            Tr::Call(r) => panic!("expected dead letter {l:?}, the bus called {r:?}"),
+        }
+        self.letter(l);
+    }
+
+    fn check_call(&self, t: Tr, e: &EvModel, now: u64, attempts: u32) -> Rec {
+        let Tr::Call(r) = t else {
+            panic!("expected a call of {e:?} (attempt {attempts}), trace has {t:?}")
+        };
+        assert_eq!(r.poll, self.poll_no.load(Ordering::Relaxed));
+        assert_eq!(r.id, e.id, "event id");
+        assert_eq!(r.source, e.source, "source");
+        assert_eq!(r.timestamp, e.timestamp, "timestamp");
+        assert_eq!(r.correlation, e.correlation, "correlation of {e:?}");
+        assert_eq!(r.now_ns, now, "delivery clock");
+        assert_eq!(r.attempts, attempts, "attempts of {e:?}");
+        assert_eq!(r.deadline, e.deadline, "deadline");
+        assert_eq!(r.payload, e.payload, "payload");
+        r
+    }
+
+    fn sub_ix(&self, id: SubscriptionId) -> usize {
+        self.subs
+            .iter()
+            .position(|m| m.id == Some(id))
+            .unwrap_or_else(|| panic!("unknown subscription {id:?}"))
+    }
+
+    fn shard_dead(&mut self, k: usize, reason: DeadReason) {
+        self.rel[k].dead_lettered += 1;
+        self.rel[k].dead_by_reason[reason.index()] += 1;
+    }
+
+    // ---- The poll, simulated ----
+
+    fn apply_control(&mut self, k: usize) {
         for ctl in std::mem::take(&mut self.pending[k]) {
             match ctl {
                 Ctl::Add(i) => self.subs[i].active = true,
                 Ctl::Remove(i) => self.subs[i].active = false,
-            }
-        }
-        let poll = self.poll_no.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.clock.now_ns();
-        self.log.lock().unwrap().clear();
-        let n = self.shards[k].poll(max);
-        assert!(n <= max);
-        let recs = std::mem::take(&mut *self.log.lock().unwrap());
-        // Which events were taken: a prefix of each lane, of the length the lane shrank.
-        let mut taken: Vec<EvModel> = Vec::new();
-        let dispatched_now = self.bus.stats().shards[k].dispatched;
-        for q in 0..4 {
-            let mut known = 0u64;
-            let mut dropped_lane = None;
-            for p in 0..self.publishers.len() {
-                let Some(publisher) = &self.publishers[p] else {
-                    if !self.lanes[p][k][q].is_empty() {
-                        assert!(dropped_lane.is_none(), "model: two dropped lanes busy");
-                        dropped_lane = Some(p);
+                Ctl::Lanes(p) => {
+                    for q in 0..4 {
+                        self.side[k].lanes[q].push(p);
                     }
-                    continue;
-                };
-                let now_len = self.caps[q] - publisher.free_slots(k, Priority::ALL[q]);
-                let lane = &mut self.lanes[p][k][q];
-                assert!(now_len <= lane.len(), "a lane grew during a poll");
-                let gone = lane.len() - now_len;
-                known += gone as u64;
-                taken.extend(lane.drain(..gone));
-            }
-            // A dropped publisher's lane: whatever else the shard counts as dispatched.
-            let total = dispatched_now[q] - self.dispatched[k][q];
-            assert!(total >= known, "dispatched count below what the lanes lost");
-            let rest = (total - known) as usize;
-            match dropped_lane {
-                Some(p) => {
-                    let lane = &mut self.lanes[p][k][q];
-                    assert!(rest <= lane.len(), "took more than a retired lane held");
-                    taken.extend(lane.drain(..rest));
                 }
-                None => assert_eq!(rest, 0, "dispatched events that no lane lost"),
-            }
-            if n < max {
-                for p in 0..self.publishers.len() {
-                    assert!(
-                        self.lanes[p][k][q].is_empty(),
-                        "poll returned {n} < {max} with events left"
-                    );
-                }
+                Ctl::Gone(p) => self.side[k].retiring.push(p),
             }
         }
-        assert_eq!(taken.len(), n, "poll's count vs the lanes");
-        // Each taken event went exactly to the active matching subscriptions of this shard.
-        let by_id: HashMap<u64, &EvModel> = taken.iter().map(|e| (e.id, e)).collect();
-        let mut got: HashMap<u64, Vec<SubscriptionId>> = HashMap::new();
-        for r in &recs {
-            assert_eq!(r.poll, poll);
-            let e = by_id
-                .get(&r.id)
-                .unwrap_or_else(|| panic!("delivered event {} not taken in this poll", r.id));
-            assert_eq!(r.source, e.source, "source");
-            assert_eq!(r.timestamp, e.timestamp, "timestamp");
-            assert_eq!(r.correlation, e.correlation, "correlation");
-            assert_eq!(r.now_ns, now, "delivery clock");
-            assert_eq!(r.attempts, 1, "first attempt");
-            assert_eq!(r.payload, e.payload, "payload");
-            got.entry(r.id).or_default().push(r.sub);
-            // Per subscription, per publisher, per priority: publish order.
-            let key = (r.sub.raw(), e.publisher, e.priority);
-            if let Some(&last) = self.order.get(&key) {
-                assert!(
-                    e.seq > last,
-                    "order: {} after {} for {:?}",
-                    e.seq,
-                    last,
-                    key
-                );
+        let Harness { side, lanes, .. } = self;
+        let side = &mut side[k];
+        if !side.retiring.is_empty() {
+            for (q, list) in side.lanes.iter_mut().enumerate() {
+                list.retain(|&p| !(side.retiring.contains(&p) && lanes[p][k][q].is_empty()));
             }
-            self.order.insert(key, e.seq);
+            let held = &side.lanes;
+            side.retiring.retain(|p| held.iter().any(|l| l.contains(p)));
+            side.cursors = [0; 4];
         }
-        for e in &taken {
-            // Plain subscriptions: each matching active one, once.
-            let mut want: Vec<SubscriptionId> = self
-                .subs
-                .iter()
-                .filter(|m| m.group.is_none() && m.shard == k && m.active && m.routes(e))
-                .filter_map(|m| m.id)
-                .collect();
-            let mut have = got.remove(&e.id).unwrap_or_default();
-            // Groups: exactly one of the active members of each matching group.
-            for (gi, (_, g)) in self.groups.iter().enumerate() {
-                if g.shard != k || !g.routes(e) {
-                    continue;
-                }
-                let members: Vec<SubscriptionId> = self
-                    .subs
-                    .iter()
-                    .filter(|m| m.group == Some(gi) && m.active)
-                    .filter_map(|m| m.id)
-                    .collect();
-                let chosen: Vec<SubscriptionId> = have
-                    .iter()
-                    .copied()
-                    .filter(|id| members.contains(id))
-                    .collect();
-                if members.is_empty() {
-                    assert!(chosen.is_empty());
+    }
+
+    /// `min(cap, base * multiplier^(attempt - 1))`.
+    fn exp_delay(&self, attempt: u32) -> u64 {
+        let cap = self.policy.cap.as_nanos();
+        let base = self.policy.base.as_nanos();
+        let mut d = base;
+        for _ in 1..attempt {
+            d = (d * u128::from(self.multiplier)).min(cap);
+        }
+        d.min(cap) as u64
+    }
+
+    /// A wheel insert: refused beyond the horizon or when full.
+    fn insert(&mut self, k: usize, due_ns: u64, now: u64, ev: &EvModel, kind: Kind) -> bool {
+        let due_tick = due_ns.div_ceil(self.tick);
+        let wnow = now / self.tick;
+        if due_tick > wnow && due_tick - wnow >= HORIZON_TICKS {
+            return false;
+        }
+        if self.wheels[k].len() >= self.timer_capacity {
+            return false;
+        }
+        self.timer_seq += 1;
+        self.wheels[k].push(Timer {
+            due_tick,
+            seq: self.timer_seq,
+            ev: ev.clone(),
+            kind,
+        });
+        true
+    }
+
+    fn fire(&mut self, id: u64) -> bool {
+        match self.schedule.get_mut(&id) {
+            Some(left) if *left > 1 => {
+                *left -= 1;
+                true
+            }
+            Some(_) => {
+                self.schedule.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What happens after a handler answered `act` on attempt `attempts`.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        k: usize,
+        ev: &EvModel,
+        i: usize,
+        act: Act,
+        attempts: u32,
+        hist: History,
+        now: u64,
+    ) {
+        let sub = self.subs[i].id.expect("member");
+        let (reason, code) = match act {
+            Act::Done => {
+                self.subs[i].c.done += 1;
+                return;
+            }
+            Act::Fail(c) => {
+                let code = ErrorCode(u16::from(c));
+                (DeadReason::Failed { code }, code)
+            }
+            Act::Retry(c) | Act::RetryAfter(c, _) => {
+                let code = ErrorCode(u16::from(c));
+                if attempts >= self.policy.max_attempts {
+                    (DeadReason::RetriesExhausted, code)
                 } else {
-                    assert_eq!(
-                        chosen.len(),
-                        1,
-                        "group {gi}: {chosen:?} of {members:?} for {e:?}"
-                    );
-                    want.push(chosen[0]);
+                    let delay = match act {
+                        Act::RetryAfter(_, n) => after_ns(n).min(self.policy.cap.as_nanos() as u64),
+                        _ => self.exp_delay(attempts),
+                    };
+                    let due = now.saturating_add(delay);
+                    let kind = Kind::Retry {
+                        sub,
+                        attempts,
+                        first_ns: hist.first_ns,
+                        last_error: Some(code),
+                    };
+                    if ev.deadline.is_some_and(|d| due > d) {
+                        (DeadReason::DeadlineExceeded, code)
+                    } else if self.insert(k, due, now, ev, kind) {
+                        self.rel[k].retries_scheduled += 1;
+                        self.subs[i].c.retried += 1;
+                        return;
+                    } else {
+                        (DeadReason::RetryCapacity, code)
+                    }
                 }
             }
-            want.sort();
-            have.sort();
-            assert_eq!(have, want, "deliveries of {e:?}");
-            for m in self
-                .subs
-                .iter_mut()
-                .filter(|m| m.id.is_some_and(|id| want.contains(&id)))
-            {
-                m.delivered += 1;
-            }
-            self.dispatched[k][e.priority] += 1;
-            if want.is_empty() {
-                self.unmatched[k][e.priority] += 1;
-            } else {
-                self.delivered[k][e.priority] += want.len() as u64;
-            }
+        };
+        self.expect_letter(Letter {
+            ev: ev.clone(),
+            sub: Some(sub),
+            reason,
+            attempts,
+            last_error: Some(code),
+            first_ns: hist.first_ns,
+            last_ns: now,
+            shard: k,
+        });
+        self.subs[i].c.dead_lettered += 1;
+        self.shard_dead(k, reason);
+    }
+
+    /// One delivery to one subscription (a retry or a redrive): the handler, or a
+    /// `DeadlineExceeded` letter if the deadline passed.
+    fn deliver_one(
+        &mut self,
+        k: usize,
+        ev: &EvModel,
+        i: usize,
+        attempts: u32,
+        hist: History,
+        now: u64,
+    ) {
+        self.delivered[k][ev.priority] += 1;
+        let t = self.next();
+        if ev.expired(now) {
+            self.check_letter(
+                t,
+                Letter {
+                    ev: ev.clone(),
+                    sub: self.subs[i].id,
+                    reason: DeadReason::DeadlineExceeded,
+                    attempts,
+                    // The bus records no error here (the envelope of the expired attempt
+                    // is fresh), though an earlier attempt returned one: see README.
+                    last_error: None,
+                    first_ns: hist.first_ns,
+                    last_ns: now,
+                    shard: k,
+                },
+            );
+            self.subs[i].c.dead_lettered += 1;
+            self.shard_dead(k, DeadReason::DeadlineExceeded);
+        } else {
+            let r = self.check_call(t, ev, now, attempts);
+            assert_eq!(
+                Some(r.sub),
+                self.subs[i].id,
+                "retry or redrive to another subscription"
+            );
+            self.subs[i].c.attempts += 1;
+            self.settle(k, ev, i, r.act, attempts, hist, now);
         }
-        // What the handlers answered: a failure is dead-lettered, in delivery order.
-        for r in &recs {
-            if let Act::Fail(code) = r.act {
-                self.letter(Letter {
-                    id: r.id,
-                    sub: Some(r.sub),
-                    reason: DeadReason::Failed {
-                        code: ErrorCode(u16::from(code)),
+    }
+
+    /// `dispatch_one`: every active matching plain subscription of shard `k` and one
+    /// active member of each matching group, in any order.
+    fn dispatch(&mut self, k: usize, ev: &EvModel, now: u64, ordered: bool) {
+        let mut plain: Vec<SubscriptionId> = self
+            .subs
+            .iter()
+            .filter(|m| m.group.is_none() && m.shard == k && m.active && m.routes(ev))
+            .filter_map(|m| m.id)
+            .collect();
+        let mut open: Vec<usize> = (0..self.groups.len())
+            .filter(|&gi| {
+                let g = &self.groups[gi].1;
+                g.shard == k
+                    && g.routes(ev)
+                    && self.subs.iter().any(|m| m.group == Some(gi) && m.active)
+            })
+            .collect();
+        let units = plain.len() + open.len();
+        let expired = ev.expired(now);
+        for _ in 0..units {
+            let t = self.next();
+            let sub = match &t {
+                Tr::Call(r) => r.sub,
+                Tr::Dead(d) => d
+                    .sub
+                    .unwrap_or_else(|| panic!("dispatch letter {d:?} without subscription")),
+            };
+            let i = self.sub_ix(sub);
+            if let Some(pos) = plain.iter().position(|&s| s == sub) {
+                plain.swap_remove(pos);
+            } else {
+                let m = &self.subs[i];
+                let gi = m
+                    .group
+                    .unwrap_or_else(|| panic!("{ev:?} went to {sub:?}, not expected"));
+                assert!(
+                    m.active && m.shard == k,
+                    "{ev:?} to an inactive member {sub:?}"
+                );
+                let pos = open
+                    .iter()
+                    .position(|&g| g == gi)
+                    .unwrap_or_else(|| panic!("group {gi}: {ev:?} twice, or not routed"));
+                open.swap_remove(pos);
+            }
+            self.subs[i].c.accepted += 1;
+            if expired {
+                self.check_letter(
+                    t,
+                    Letter {
+                        ev: ev.clone(),
+                        sub: Some(sub),
+                        reason: DeadReason::DeadlineExceeded,
+                        attempts: 1,
+                        last_error: None,
+                        first_ns: now,
+                        last_ns: now,
+                        shard: k,
                     },
-                    attempts: 1,
-                });
-                self.dead_lettered[k] += 1;
-                if let Some(m) = self.subs.iter_mut().find(|m| m.id == Some(r.sub)) {
-                    m.failed += 1;
+                );
+                self.subs[i].c.dead_lettered += 1;
+                self.shard_dead(k, DeadReason::DeadlineExceeded);
+                continue;
+            }
+            let r = self.check_call(t, ev, now, 1);
+            if ordered {
+                // Per subscription, per publisher, per priority: publish order.
+                let key = (sub.raw(), ev.publisher, ev.priority);
+                if let Some(&last) = self.order.get(&key) {
+                    assert!(
+                        ev.seq > last,
+                        "order: {} after {} for {:?}",
+                        ev.seq,
+                        last,
+                        key
+                    );
+                }
+                self.order.insert(key, ev.seq);
+            }
+            self.subs[i].c.attempts += 1;
+            let hist = History {
+                first_ns: now,
+                last_error: None,
+            };
+            self.settle(k, ev, i, r.act, 1, hist, now);
+        }
+        if units == 0 {
+            self.unmatched[k][ev.priority] += 1;
+        } else {
+            self.delivered[k][ev.priority] += units as u64;
+        }
+    }
+
+    /// Due wheel entries, in due-tick order (ties in insertion order).
+    fn run_timers(&mut self, k: usize, now: u64) -> usize {
+        let wnow = now / self.tick;
+        let (mut due, rest): (Vec<Timer>, Vec<Timer>) = std::mem::take(&mut self.wheels[k])
+            .into_iter()
+            .partition(|t| t.due_tick <= wnow);
+        self.wheels[k] = rest;
+        due.sort_by_key(|t| (t.due_tick, t.seq));
+        let n = due.len();
+        for t in due {
+            match t.kind {
+                Kind::Sched => {
+                    if self.fire(t.ev.id) {
+                        self.rel[k].scheduled_fired += 1;
+                        self.dispatch(k, &t.ev, now, false);
+                    } else {
+                        self.rel[k].scheduled_cancelled += 1;
+                    }
+                }
+                Kind::Retry {
+                    sub,
+                    attempts,
+                    first_ns,
+                    last_error,
+                } => {
+                    self.rel[k].retries_fired += 1;
+                    let hist = History {
+                        first_ns,
+                        last_error,
+                    };
+                    match self.subs.iter().position(|m| m.id == Some(sub) && m.active) {
+                        Some(i) => {
+                            assert_eq!(self.subs[i].shard, k);
+                            self.deliver_one(k, &t.ev, i, attempts + 1, hist, now);
+                        }
+                        None => {
+                            self.expect_letter(Letter {
+                                ev: t.ev.clone(),
+                                sub: Some(sub),
+                                reason: DeadReason::Unsubscribed,
+                                attempts,
+                                last_error,
+                                first_ns,
+                                last_ns: now,
+                                shard: k,
+                            });
+                            self.shard_dead(k, DeadReason::Unsubscribed);
+                        }
+                    }
                 }
             }
         }
         n
     }
 
+    fn run_redrives(&mut self, k: usize, now: u64, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            let Some((ev, sub)) = self.redrives[k].pop_front() else {
+                break;
+            };
+            n += 1;
+            self.rel[k].redriven += 1;
+            let hist = History {
+                first_ns: now,
+                last_error: None,
+            };
+            match sub {
+                None => self.dispatch(k, &ev, now, false),
+                Some(id) => match self.subs.iter().position(|m| m.id == Some(id) && m.active) {
+                    Some(i) => {
+                        self.subs[i].c.accepted += 1;
+                        self.deliver_one(k, &ev, i, 1, hist, now);
+                    }
+                    None => {
+                        self.expect_letter(Letter {
+                            ev: ev.clone(),
+                            sub: Some(id),
+                            reason: DeadReason::Unsubscribed,
+                            attempts: 0,
+                            last_error: None,
+                            first_ns: now,
+                            last_ns: now,
+                            shard: k,
+                        });
+                        self.shard_dead(k, DeadReason::Unsubscribed);
+                    }
+                },
+            }
+        }
+        n
+    }
+
+    /// An event taken off a ring.
+    fn take(&mut self, k: usize, ev: EvModel, now: u64) {
+        if ev.scheduled {
+            if ev.timestamp > now {
+                if !self.insert(k, ev.timestamp, now, &ev, Kind::Sched) {
+                    if self.schedule.remove(&ev.id).is_some() {
+                        self.expect_letter(Letter {
+                            ev: ev.clone(),
+                            sub: None,
+                            reason: DeadReason::RetryCapacity,
+                            attempts: 0,
+                            last_error: None,
+                            first_ns: now,
+                            last_ns: now,
+                            shard: k,
+                        });
+                        self.shard_dead(k, DeadReason::RetryCapacity);
+                    } else {
+                        // Cancelled already: dropped, and counted as cancelled.
+                        self.rel[k].scheduled_cancelled += 1;
+                    }
+                }
+                return;
+            }
+            if !self.fire(ev.id) {
+                self.rel[k].scheduled_cancelled += 1;
+                return;
+            }
+            self.rel[k].scheduled_fired += 1;
+        }
+        self.dispatch(k, &ev, now, !ev.scheduled);
+    }
+
+    fn waiting(&self, k: usize) -> u8 {
+        let mut bits = 0;
+        for q in 0..4 {
+            if self.side[k].lanes[q]
+                .iter()
+                .any(|&p| !self.lanes[p][k][q].is_empty())
+            {
+                bits |= 1 << q;
+            }
+        }
+        bits
+    }
+
+    fn pick_level(&self, k: usize, waiting: u8) -> Option<(usize, bool)> {
+        if waiting == 0 {
+            return None;
+        }
+        let side = &self.side[k];
+        let starved = (1..4)
+            .rev()
+            .find(|&p| waiting & (1 << p) != 0 && side.starved_for[p] >= self.guard);
+        Some(match starved {
+            Some(level) => (level, true),
+            None => (waiting.trailing_zeros() as usize, false),
+        })
+    }
+
+    fn budget_for(&self, k: usize, level: usize, waiting: u8) -> usize {
+        let side = &self.side[k];
+        let owed = (level + 1..4)
+            .filter(|&q| waiting & (1 << q) != 0)
+            .map(|q| self.guard.saturating_sub(side.starved_for[q]).max(1))
+            .min()
+            .unwrap_or(u32::MAX);
+        (owed as usize).min(64)
+    }
+
+    fn note_served(&mut self, k: usize, level: usize, taken: usize, waiting: u8) {
+        let side = &mut self.side[k];
+        side.starved_for[level] = 0;
+        for q in level + 1..4 {
+            if waiting & (1 << q) != 0 {
+                side.starved_for[q] = side.starved_for[q].saturating_add(taken as u32);
+            } else {
+                side.starved_for[q] = 0;
+            }
+        }
+    }
+
+    fn drain_level(&mut self, k: usize, level: usize, budget: usize, now: u64) -> usize {
+        let n = self.side[k].lanes[level].len();
+        let cursor = self.side[k].cursors[level];
+        let mut taken = 0;
+        for j in 0..n {
+            if taken == budget {
+                break;
+            }
+            let p = self.side[k].lanes[level][(cursor + j) % n];
+            let want = self.lanes[p][k][level].len().min(budget - taken);
+            for _ in 0..want {
+                let ev = self.lanes[p][k][level].pop_front().expect("counted");
+                self.take(k, ev, now);
+            }
+            taken += want;
+        }
+        if n > 0 {
+            self.side[k].cursors[level] = (cursor + 1) % n;
+        }
+        self.dispatched[k][level] += taken as u64;
+        taken
+    }
+
+    fn poll(&mut self, k: usize, max: usize) -> usize {
+        self.apply_control(k);
+        self.poll_no.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now_ns();
+        let n = self.shards[k].poll(max);
+        let mut done = self.run_timers(k, now);
+        done += self.run_redrives(k, now, max.saturating_sub(done));
+        while done < max {
+            let waiting = self.waiting(k);
+            let Some((level, starved)) = self.pick_level(k, waiting) else {
+                break;
+            };
+            let budget = if starved {
+                1
+            } else {
+                (max - done).min(self.budget_for(k, level, waiting))
+            };
+            let taken = self.drain_level(k, level, budget, now);
+            self.note_served(k, level, taken, waiting);
+            done += taken;
+        }
+        assert_eq!(n, done, "poll({max}) of shard {k}");
+        n
+    }
+
     /// The dead-letter ring's full policy, written out.
     fn letter(&mut self, l: Letter) {
-        let cap = self.bus.dead_letters().capacity();
+        let cap = self.dead_letter_capacity;
         if self.letters.len() < cap {
             self.letters.push_back(l);
             self.letters_stored += 1;
@@ -969,51 +1735,88 @@ impl Harness {
                 assert_eq!(s.queued[q], queued as u64, "shard {k} queued");
             }
             assert_eq!(s.panicked, 0);
+            let r = &self.rel[k];
+            assert_eq!(s.dead_lettered, r.dead_lettered, "shard {k} dead_lettered");
+            assert_eq!(
+                s.dead_by_reason, r.dead_by_reason,
+                "shard {k} dead_by_reason"
+            );
+            assert_eq!(
+                s.retries_scheduled, r.retries_scheduled,
+                "shard {k} retries_scheduled"
+            );
+            assert_eq!(s.retries_fired, r.retries_fired, "shard {k} retries_fired");
+            assert_eq!(
+                s.scheduled_fired, r.scheduled_fired,
+                "shard {k} scheduled_fired"
+            );
+            assert_eq!(
+                s.scheduled_cancelled, r.scheduled_cancelled,
+                "shard {k} scheduled_cancelled"
+            );
+            assert_eq!(s.redriven, r.redriven, "shard {k} redriven");
+            assert_eq!(
+                s.timers_pending,
+                self.wheels[k].len() as u64,
+                "shard {k} timers"
+            );
+            assert_eq!(self.shards[k].pending_timers(), self.wheels[k].len());
         }
-        // The dead letters: unroutable events (if the bus is set to) and failures, under the
-        // ring's full policy.
+        // The dead letters, under the ring's full policy.
         let dl = self.bus.dead_letters();
         assert_eq!(dl.len(), self.letters.len(), "dead letters held");
         assert_eq!(dl.stored(), self.letters_stored, "dead letters stored");
         assert_eq!(dl.dropped(), self.letters_dropped, "dead letters dropped");
         assert_eq!(st.dead_letters_dropped, self.letters_dropped);
         let mut held = Vec::new();
-        dl.inspect(|d| {
-            held.push(Letter {
-                id: d.event.header().id(),
-                sub: d.subscription,
-                reason: d.reason,
-                attempts: d.attempts,
-            })
-        });
+        dl.inspect(|d| held.push(DeadRec::of(d)));
         assert!(
-            held.iter().eq(self.letters.iter()),
+            held.iter()
+                .map(DeadRec::key)
+                .eq(self.letters.iter().map(Letter::key)),
             "dead letters: {held:?} vs model {:?}",
             self.letters
         );
-        for (k, s) in st.shards.iter().enumerate() {
-            assert_eq!(
-                s.dead_lettered, self.dead_lettered[k],
-                "shard {k} dead_lettered"
-            );
-        }
         for m in self.subs.iter().filter(|m| m.registered) {
             let s = self
                 .bus
                 .subscription_stats(m.id.expect("member"))
                 .expect("registered subscription has stats");
-            assert_eq!(s.accepted, m.delivered, "accepted of {:?}", m.id);
-            assert_eq!(s.attempts, m.delivered);
-            assert_eq!(s.done, m.delivered - m.failed);
-            assert_eq!(s.dead_lettered, m.failed);
-            assert_eq!(s.retried, 0);
+            let got = Counts {
+                accepted: s.accepted,
+                attempts: s.attempts,
+                done: s.done,
+                retried: s.retried,
+                dead_lettered: s.dead_lettered,
+            };
+            assert_eq!(got, m.c, "stats of {:?}", m.id);
+            assert_eq!(s.panicked, 0);
         }
+        // Ring fill levels as each publisher sees them.
+        for (pi, publisher) in self.publishers.iter().enumerate() {
+            let Some(publisher) = publisher else {
+                continue;
+            };
+            for sh in 0..self.nshards {
+                for q in 0..4 {
+                    assert_eq!(
+                        publisher.free_slots(sh, Priority::ALL[q]),
+                        self.caps[q] - self.lanes[pi][sh][q].len()
+                    );
+                }
+            }
+        }
+    }
+
+    fn wheels_empty(&self) -> bool {
+        self.wheels.iter().all(Vec::is_empty)
     }
 }
 
 fuzz_target!(|input: Input| {
     let mut h = Harness::new(&input);
     for op in input.ops.iter().take(300) {
+        h.begin();
         match op {
             Op::Subscribe(s) => h.subscribe(s),
             Op::Group(s, least_loaded) => h.group(s, *least_loaded),
@@ -1034,17 +1837,36 @@ fuzz_target!(|input: Input| {
                 h.poll(k, usize::MAX);
             }
             Op::DropPublisher(p) => h.drop_publisher(*p),
-            Op::Advance(ns) => h.clock.advance(Duration::from_nanos(u64::from(*ns))),
+            Op::Advance(ns) => h
+                .clock
+                .advance(Duration::from_nanos(u64::from(*ns) & 0x7f_ffff)),
+            Op::Cancel(n) => h.cancel(*n),
+            Op::Redrive { max, reasons } => h.redrive(*max, *reasons),
         }
+        h.end();
         h.check_stats();
     }
-    // Conservation: drain every shard, then close.
-    for k in 0..h.nshards {
-        while h.poll(k, 7) > 0 {}
-        assert_eq!(h.poll(k, usize::MAX), 0);
-        assert!(h.shards[k].is_idle());
-        assert_eq!(h.shards[k].queued(), [0; 4]);
+    // Conservation: drain every shard, advancing the clock to each next wheel entry until
+    // every wheel is empty, then close.
+    h.begin();
+    loop {
+        for k in 0..h.nshards {
+            while h.poll(k, 7) > 0 {}
+            assert_eq!(h.poll(k, usize::MAX), 0);
+            assert!(h.shards[k].is_idle());
+            assert_eq!(h.shards[k].queued(), [0; 4]);
+        }
+        h.end();
+        h.check_stats();
+        h.begin();
+        let Some(next) = h.wheels.iter().flatten().map(|t| t.due_tick).min() else {
+            break;
+        };
+        let at = next.saturating_mul(h.tick);
+        assert!(at > h.clock.now_ns(), "a due entry did not fire");
+        h.clock.set_ns(at);
     }
+    assert!(h.wheels_empty());
     h.check_stats();
     for lanes in &h.lanes {
         for shard in lanes {
@@ -1058,6 +1880,16 @@ fuzz_target!(|input: Input| {
     for (k, s) in st.shards.iter().enumerate() {
         assert_eq!(s.published, s.dispatched, "shard {k}: taken != enqueued");
         assert_eq!(s.queued, [0; 4]);
+        assert_eq!(s.timers_pending, 0);
+    }
+    for m in h.subs.iter().filter(|m| m.registered) {
+        let s = h.bus.subscription_stats(m.id.expect("member")).unwrap();
+        assert_eq!(
+            s.accepted,
+            s.done + s.dead_lettered,
+            "conservation of {:?}: {s:?}",
+            m.id
+        );
     }
     h.bus.close();
     assert!(h.bus.is_closed());
@@ -1069,7 +1901,9 @@ fuzz_target!(|input: Input| {
         h.bus.subscribe(Filter::any(), |_| Outcome::Done),
         Err(BusError::Closed)
     ));
+    assert!(matches!(h.bus.redrive(8, |_| true), Err(BusError::Closed)));
     for k in 0..h.nshards {
         assert_eq!(h.poll(k, usize::MAX), 0, "nothing appears after close");
     }
+    h.end();
 });
