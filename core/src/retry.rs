@@ -155,7 +155,14 @@ impl<const SLOT: usize> Retries<SLOT> {
                 counters.panicked.incr();
                 letter(DeadReason::Panicked)
             }
-            Verdict::Expired => letter(DeadReason::DeadlineExceeded),
+            // The expired attempt was not made: the record keeps the attempts that were,
+            // and the error the last of them returned.
+            Verdict::Expired => Letter {
+                reason: DeadReason::DeadlineExceeded,
+                attempts: attempts.saturating_sub(1),
+                last_error: history.last_error,
+                first_attempt_ns,
+            },
             Verdict::Returned(Outcome::Retry { after, .. }) => {
                 let policy = member.retry;
                 if !policy.allows_another(attempts) {
@@ -235,6 +242,8 @@ impl<const SLOT: usize> Retries<SLOT> {
 pub(crate) struct History {
     pub first_attempt_ns: Option<u64>,
     pub previous_delay: Duration,
+    /// The code the previous attempt returned.
+    pub last_error: Option<ErrorCode>,
 }
 
 /// What a dead letter records besides the event and envelope.

@@ -394,6 +394,7 @@ impl<const SLOT: usize> Shard<SLOT> {
                     let history = History {
                         first_attempt_ns: Some(first_attempt_ns),
                         previous_delay,
+                        last_error,
                     };
                     let found = router.deliver_to(
                         subscription,

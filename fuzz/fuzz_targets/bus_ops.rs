@@ -458,9 +458,8 @@ struct ShardSide {
 #[derive(Clone, Copy)]
 struct History {
     first_ns: u64,
-    /// The last code a handler returned in this chain (what the doc of
-    /// `DeadLetter::last_error` promises; the bus drops it for a retry expired on the wheel).
-    #[allow(dead_code)]
+    /// The last code a handler returned in this chain (what `DeadLetter::last_error`
+    /// records, also for a retry whose deadline passed on the wheel).
     last_error: Option<ErrorCode>,
 }
 
@@ -1360,10 +1359,10 @@ impl Harness {
                     ev: ev.clone(),
                     sub: self.subs[i].id,
                     reason: DeadReason::DeadlineExceeded,
-                    attempts,
-                    // The bus records no error here (the envelope of the expired attempt
-                    // is fresh), though an earlier attempt returned one: see README.
-                    last_error: None,
+                    // The expired attempt is not made: the letter keeps those that were,
+                    // and the code the last of them returned.
+                    attempts: attempts - 1,
+                    last_error: hist.last_error,
                     first_ns: hist.first_ns,
                     last_ns: now,
                     shard: k,
@@ -1436,7 +1435,7 @@ impl Harness {
                         ev: ev.clone(),
                         sub: Some(sub),
                         reason: DeadReason::DeadlineExceeded,
-                        attempts: 1,
+                        attempts: 0,
                         last_error: None,
                         first_ns: now,
                         last_ns: now,

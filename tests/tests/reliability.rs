@@ -253,6 +253,14 @@ fn a_passed_deadline_dead_letters_before_delivery_and_while_waiting() {
         reasons,
         vec![DeadReason::DeadlineExceeded, DeadReason::DeadlineExceeded]
     );
+    // The record keeps the attempts made and the last code returned: none for the event
+    // that expired before delivery; two (the second returned code 1) for the other.
+    let history: Vec<(u32, Option<ErrorCode>)> = r
+        .dead()
+        .iter()
+        .map(|d| (d.attempts, d.last_error))
+        .collect();
+    assert_eq!(history, vec![(0, None), (2, Some(ErrorCode(1)))]);
 }
 
 #[test]
@@ -626,4 +634,30 @@ fn an_unroutable_in_place_publish_keeps_its_correlation_id_in_the_dead_letters()
     assert_eq!(r.bus.redrive(1, |_| true), Ok(1));
     assert_eq!(r.poll(), 1);
     assert_eq!(seen.load(Ordering::Relaxed), 42);
+}
+
+#[test]
+fn a_deadline_passing_on_the_wheel_keeps_the_attempts_made_and_the_last_code() {
+    let mut r = rig(policy(5, 10));
+    r.bus
+        .subscribe(Filter::any(), |_| Outcome::Retry {
+            code: ErrorCode(77),
+            after: Some(Duration::from_micros(200)),
+        })
+        .expect("sub");
+    let agent = r.bus.register_agent("a").expect("agent");
+    let mut p = r.bus.publisher(agent).expect("publisher");
+    // Due 0.2 ms after the first attempt, before the deadline (0.5 ms), but the 1 ms tick
+    // fires it at 1 ms, after the deadline: it expires on the wheel.
+    p.try_publish(Event::new(EventType::AGENT_TASK).with_deadline_ns(500_000))
+        .expect("published");
+    r.poll();
+    r.advance(MS);
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::DeadlineExceeded);
+    assert_eq!(
+        (dead[0].attempts, dead[0].last_error),
+        (1, Some(ErrorCode(77)))
+    );
 }
