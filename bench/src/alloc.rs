@@ -46,11 +46,14 @@ fn count() {
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
 // `GlobalAlloc` contract is `System`'s; the counters have no effect on the memory returned.
 unsafe impl GlobalAlloc for CountingAlloc {
+    // SAFETY (caller's contract): `alloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
         // SAFETY: forwarded as is (see the impl's comment).
         unsafe { System.alloc(layout) }
     }
+
+    // SAFETY (caller's contract): `alloc_zeroed`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
@@ -58,11 +61,15 @@ unsafe impl GlobalAlloc for CountingAlloc {
         unsafe { System.alloc_zeroed(layout) }
     }
 
+    // SAFETY (caller's contract): `realloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
+
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
         // SAFETY: forwarded as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
+
+    // SAFETY (caller's contract): `dealloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded as is.

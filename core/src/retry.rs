@@ -24,7 +24,7 @@ use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::envelope::{Envelope, ErrorCode, Status};
 use crate::event::Event;
 use crate::outcome::Outcome;
-use crate::router::{MemberRef, Verdict};
+use crate::router::{MemberRef, Router, Verdict};
 use crate::schedule::Schedule;
 use crate::shard::ShardShared;
 use crate::subscription::SubscriptionId;
@@ -234,6 +234,23 @@ impl<const SLOT: usize> Retries<SLOT> {
             last_attempt_ns: now_ns,
             shard: self.shard,
         });
+    }
+}
+
+impl<const SLOT: usize> Retries<SLOT> {
+    /// Records a dead letter for an event that reached no handler this time (its
+    /// subscription left, the wheel was full, the bus closed): the envelope is the one
+    /// that attempt would have had, with the last code returned before.
+    pub(crate) fn dead_letter_undelivered(
+        &self,
+        event: &Event<SLOT>,
+        subscription: Option<SubscriptionId>,
+        letter: Letter,
+        now_ns: u64,
+    ) {
+        let mut envelope = Router::<SLOT>::envelope_for(event, now_ns);
+        envelope.last_error = letter.last_error;
+        self.dead_letter(event, &envelope, subscription, letter, now_ns);
     }
 }
 

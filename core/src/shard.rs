@@ -408,15 +408,13 @@ impl<const SLOT: usize> Shard<SLOT> {
                         },
                     );
                     if !found {
-                        let mut envelope = Router::<SLOT>::envelope_for(&event, now);
-                        envelope.last_error = last_error;
                         let letter = Letter {
                             reason: DeadReason::Unsubscribed,
                             attempts,
                             last_error,
                             first_attempt_ns,
                         };
-                        retries.dead_letter(&event, &envelope, Some(subscription), letter, now);
+                        retries.dead_letter_undelivered(&event, Some(subscription), letter, now);
                     }
                 }
             }
@@ -463,14 +461,13 @@ impl<const SLOT: usize> Shard<SLOT> {
                             );
                         });
                     if !found {
-                        let envelope = Router::<SLOT>::envelope_for(&event, now);
                         let letter = Letter {
                             reason: DeadReason::Unsubscribed,
                             attempts: 0,
                             last_error: None,
                             first_attempt_ns: now,
                         };
-                        retries.dead_letter(&event, &envelope, Some(id), letter, now);
+                        retries.dead_letter_undelivered(&event, Some(id), letter, now);
                     }
                 }
             }
@@ -526,14 +523,13 @@ impl<const SLOT: usize> Shard<SLOT> {
             if let Some(c) = subscription.and_then(|id| router.counters(id)) {
                 c.dead_lettered.incr();
             }
-            let envelope = Router::<SLOT>::envelope_for(&event, now);
             let letter = Letter {
                 reason: DeadReason::Shutdown,
                 attempts,
                 last_error,
                 first_attempt_ns: first,
             };
-            retries.dead_letter(&event, &envelope, subscription, letter, now);
+            retries.dead_letter_undelivered(&event, subscription, letter, now);
         }
         n
     }
@@ -654,14 +650,13 @@ fn take_scheduled<const SLOT: usize>(
         if let Err(event) = retries.schedule(event.clone(), due) {
             // Wheel full: the explicit policy is a dead letter, so nothing vanishes.
             if retries.schedule.cancel(event.header().id()) {
-                let envelope = Router::<SLOT>::envelope_for(&event, now);
                 let letter = Letter {
                     reason: DeadReason::RetryCapacity,
                     attempts: 0,
                     last_error: None,
                     first_attempt_ns: now,
                 };
-                retries.dead_letter(&event, &envelope, None, letter, now);
+                retries.dead_letter_undelivered(&event, None, letter, now);
             } else {
                 // Cancelled (by the user, or by another shard whose wheel was full):
                 // dropped here rather than when it would have fired, counted the same.

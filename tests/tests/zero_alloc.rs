@@ -35,20 +35,24 @@ fn note(layout: Layout) {
 // SAFETY: every operation is forwarded to `System` unchanged; counting only touches
 // atomics and never allocates.
 unsafe impl GlobalAlloc for Counting {
+    // SAFETY (caller's contract): `alloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout);
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
         unsafe { System.alloc(layout) }
     }
+    // SAFETY (caller's contract): `alloc_zeroed`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout);
         // SAFETY: as for `alloc`.
         unsafe { System.alloc_zeroed(layout) }
     }
+    // SAFETY (caller's contract): `dealloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` was allocated by `System` through this allocator with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
+    // SAFETY (caller's contract): `realloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(Layout::from_size_align(new_size, layout.align()).unwrap_or(layout));
         // SAFETY: as for `dealloc`, and the caller upholds `realloc`'s contract.

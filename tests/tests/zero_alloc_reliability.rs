@@ -18,6 +18,7 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: defers to `System` for every operation; counting has no effect on the memory.
 unsafe impl GlobalAlloc for Counting {
+    // SAFETY (caller's contract): `alloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
@@ -25,10 +26,12 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
+    // SAFETY (caller's contract): `dealloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
+    // SAFETY (caller's contract): `realloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
