@@ -3,10 +3,12 @@
 //! twice), publish (random type, priority, destination, deadline, several publishers, by
 //! value or in place, now or scheduled with `try_publish_after` / `try_publish_at`,
 //! including invalid ids and oversized payloads), cancel scheduled events, redrive dead
-//! letters, poll a shard (random budget), drain, drop publishers, advance the clock.
+//! letters (to their own subscription, or with `redrive_to` to another), poll a shard
+//! (random budget), drain, drop publishers, advance the clock, close the bus mid-run.
 //! Handler outcomes are chosen by the input (see `Act`): `Done`, `Fail`, `Retry` with the
-//! policy's delay or with `after`. The retry policy has no jitter, so every due time is
-//! computed exactly; the timer wheel is small (1-4 entries) so it fills.
+//! policy's delay or with `after`, or a panic. Retry policies (the bus's, and optionally a
+//! subscription's own) have no jitter, so every due time is computed exactly; the timer
+//! wheel is small (1-4 entries) so it fills.
 //!
 //! The model is a step-by-step simulation of `Shard::poll` (shard.rs, retry.rs,
 //! router.rs): every handler call and every dead letter (seen through the bus's dead-letter
@@ -23,13 +25,18 @@
 //! - each dispatched event is delivered exactly once to every active matching plain
 //!   subscription of that shard and to one active member of each matching group, unless
 //!   its deadline passed (then each of them gets a `DeadlineExceeded` letter instead);
-//! - after a handler: `Done`; `Fail` -> `Failed { code }`; `Retry` -> `RetriesExhausted`
+//! - after a handler: `Done`; `Fail` -> `Failed { code }`; a panic -> `Panicked` with
+//!   `ErrorCode::PANICKED` (and the shard goes on); `Retry` -> `RetriesExhausted`
 //!   at `max_attempts`, `DeadlineExceeded` if the retry would be due after the deadline,
 //!   `RetryCapacity` if the wheel is full, else a wheel entry due at
 //!   `ceil((now + delay) / tick)` ticks, fired at the first poll with
 //!   `floor(now / tick) >= due`;
 //! - scheduled events wait on the wheel of each shard they went to until due, are never
 //!   delivered before their time and never after a successful cancel;
+//! - after `close`: publishes are `Closed` (the event handed back), subscribe, join,
+//!   publisher and redrive are `Err(Closed)`; a shard that has applied the stop and is
+//!   idle at the end of a poll sends every wheel entry, in due order, to the dead letters
+//!   as `Shutdown` (a scheduled event once, by the first of its shards);
 //! - per subscription, events of one publisher at one priority (not scheduled) arrive in
 //!   publish order;
 //! - after every op: `bus.stats()` (per shard, dead letters by reason, retries, schedule
@@ -74,6 +81,53 @@ enum Act {
     Retry(u8),
     /// Retry after `after_ns(n)` (capped by the policy).
     RetryAfter(u8, u8),
+    /// Panic (the bus catches it: a `Panicked` dead letter, `ErrorCode::PANICKED`).
+    Panic,
+}
+
+/// The payload of a handler's deliberate panic. It unwinds with `resume_unwind`, which
+/// skips the panic hook (libFuzzer's hook aborts the process).
+struct HandlerPanic;
+
+/// A retry policy without jitter, and its integer multiplier (so the model computes
+/// every delay exactly).
+#[derive(Debug, Clone, Copy)]
+struct Pol {
+    policy: RetryPolicy,
+    multiplier: u64,
+}
+
+impl Pol {
+    /// max_attempts `1 + a % 4`, base `b % 5 * 500 us`, multiplier `1 + m % 3`,
+    /// cap `max(base, 1 us) * (1 + c % 4)`.
+    fn new(a: u8, b: u8, m: u8, c: u8) -> Self {
+        let base = u64::from(b % 5) * 500_000;
+        let multiplier = u64::from(m % 3) + 1;
+        let cap = base.max(1_000) * (u64::from(c % 4) + 1);
+        let policy = RetryPolicy::builder()
+            .max_attempts(u32::from(a % 4) + 1)
+            .base(Duration::from_nanos(base))
+            .multiplier(multiplier as f64)
+            .cap(Duration::from_nanos(cap))
+            .jitter(Jitter::None)
+            .build()
+            .expect("valid policy");
+        Pol { policy, multiplier }
+    }
+
+    /// `min(cap, base * multiplier^(attempt - 1))`.
+    fn exp_delay(&self, attempt: u32) -> u64 {
+        let cap = self.policy.cap.as_nanos();
+        let mut d = self.policy.base.as_nanos();
+        for _ in 1..attempt {
+            d = (d * u128::from(self.multiplier)).min(cap);
+        }
+        d.min(cap) as u64
+    }
+
+    fn cap_ns(&self) -> u64 {
+        self.policy.cap.as_nanos() as u64
+    }
 }
 
 fn after_ns(n: u8) -> u64 {
@@ -89,6 +143,7 @@ fn outcome(act: Act) -> Outcome {
             code: ErrorCode(u16::from(code)),
             after: Some(Duration::from_nanos(after_ns(n))),
         },
+        Act::Panic => std::panic::resume_unwind(Box::new(HandlerPanic)),
     }
 }
 
@@ -211,6 +266,8 @@ struct SubSpec {
     predicate: Option<(u8, u8)>,
     /// The handler's outcomes, in turn.
     acts: Vec<Act>,
+    /// Its own retry policy (`Pol::new`) instead of the bus's.
+    retry: Option<(u8, u8, u8, u8)>,
 }
 
 /// When a by-value publish is scheduled.
@@ -270,6 +327,16 @@ enum Op {
         max: u8,
         reasons: u8,
     },
+    /// `bus.redrive_to(max, subscription n, select)` (the subscription may be gone).
+    RedriveTo {
+        max: u8,
+        reasons: u8,
+        target: u8,
+    },
+    /// `bus.close()` when `n % 8 == 0` (so most runs get far before closing): publishes,
+    /// subscribes and redrives are refused from then on; each shard, once idle, sends
+    /// what waits on its wheel to the dead letters (`Shutdown`).
+    Close(u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -286,12 +353,8 @@ struct Input {
     timer_capacity: u8,
     /// The tick: 1 ms, 250 us or 1 us.
     tick: u8,
-    /// Retry policy: max_attempts `1 + n % 4`, base `n % 5 * 500 us`, multiplier 1-3,
-    /// cap `max(base, 1 us) * (1 + n % 4)`.
-    max_attempts: u8,
-    base: u8,
-    multiplier: u8,
-    cap: u8,
+    /// The bus's retry policy (`Pol::new`).
+    retry: (u8, u8, u8, u8),
     ops: Vec<Op>,
 }
 
@@ -347,6 +410,7 @@ struct Counts {
     done: u64,
     retried: u64,
     dead_lettered: u64,
+    panicked: u64,
 }
 
 struct SubModel {
@@ -359,6 +423,8 @@ struct SubModel {
     priorities: u8,
     agent: Option<u32>,
     predicate: Option<(u64, u64)>,
+    /// Its own retry policy (members share their group's).
+    retry: Option<Pol>,
     /// The group it is a member of (index into `Harness::groups`).
     group: Option<usize>,
     /// Subscribed on the bus (affects where publishes go).
@@ -421,6 +487,8 @@ enum Ctl {
     Remove(usize),
     Lanes(usize),
     Gone(usize),
+    /// The bus is closing.
+    Stop,
 }
 
 /// A timer-wheel entry.
@@ -473,6 +541,7 @@ struct Rel {
     scheduled_fired: u64,
     scheduled_cancelled: u64,
     redriven: u64,
+    panicked: u64,
 }
 
 struct Harness {
@@ -484,8 +553,8 @@ struct Harness {
     guard: u32,
     tick: u64,
     timer_capacity: usize,
-    policy: RetryPolicy,
-    multiplier: u64,
+    /// The bus's retry policy.
+    policy: Pol,
     agents: Vec<AgentId>,
     /// Every publisher made, by creation order (`None` once dropped).
     publishers: Vec<Option<Publisher>>,
@@ -518,6 +587,10 @@ struct Harness {
     unroutable: u64,
     rejected_full: u64,
     rejected_invalid: u64,
+    rejected_closed: u64,
+    /// `close` was called; per shard: the shard has applied it.
+    closed: bool,
+    stopped: Vec<bool>,
     enqueued: Vec<[u64; 4]>,
     dispatched: Vec<[u64; 4]>,
     delivered: Vec<[u64; 4]>,
@@ -542,17 +615,8 @@ impl Harness {
         let guard = u32::from(input.guard % 4) + 1;
         let tick = [1_000_000u64, 250_000, 1_000][usize::from(input.tick % 3)];
         let timer_capacity = usize::from(input.timer_capacity % 4) + 1;
-        let base = u64::from(input.base % 5) * 500_000;
-        let multiplier = u64::from(input.multiplier % 3) + 1;
-        let cap = base.max(1_000) * (u64::from(input.cap % 4) + 1);
-        let policy = RetryPolicy::builder()
-            .max_attempts(u32::from(input.max_attempts % 4) + 1)
-            .base(Duration::from_nanos(base))
-            .multiplier(multiplier as f64)
-            .cap(Duration::from_nanos(cap))
-            .jitter(Jitter::None)
-            .build()
-            .expect("valid policy");
+        let (a, b, m, c) = input.retry;
+        let policy = Pol::new(a, b, m, c);
         let dead_letter_capacity = usize::from(input.dead_letter_capacity % 16) + 1;
         let clock = ManualClock::new();
         let log: Arc<Mutex<Vec<Tr>>> = Arc::default();
@@ -564,7 +628,7 @@ impl Harness {
             .starvation_guard(guard)
             .tick(Duration::from_nanos(tick))
             .timer_capacity(timer_capacity)
-            .retry_policy(policy)
+            .retry_policy(policy.policy)
             .on_dead_letter(move |d| hook_log.lock().unwrap().push(Tr::Dead(DeadRec::of(d))))
             .dead_letter_unroutable(input.dead_letter_unroutable)
             .dead_letters(
@@ -602,7 +666,6 @@ impl Harness {
             tick,
             timer_capacity,
             policy,
-            multiplier,
             agents,
             publishers: Vec::new(),
             slot_of: [None; MAX_PUBLISHERS],
@@ -626,6 +689,9 @@ impl Harness {
             unroutable: 0,
             rejected_full: 0,
             rejected_invalid: 0,
+            rejected_closed: 0,
+            closed: false,
+            stopped: vec![false; nshards],
             enqueued: vec![[0; 4]; nshards],
             dispatched: vec![[0; 4]; nshards],
             delivered: vec![[0; 4]; nshards],
@@ -685,6 +751,10 @@ impl Harness {
             filter = filter.matching(move |h| h.correlation_id() % m != r);
         }
         let mut sub = Subscription::new(filter);
+        let retry = s.retry.map(|(a, b, m, c)| Pol::new(a, b, m, c));
+        if let Some(p) = retry {
+            sub = sub.with_retry(p.policy);
+        }
         if let Some(a) = for_agent {
             sub = sub.for_agent(agent(a));
         }
@@ -693,23 +763,24 @@ impl Harness {
             sub = sub.on_shard(k);
         }
         // The bus's checks, in its order.
-        let expected: Result<usize, BusError> =
-            if let Some(&t) = types_dedup.iter().find(|&&t| t >= TYPES) {
-                Err(BusError::UnknownEventType(t))
-            } else if let Some(a) = for_agent.into_iter().chain(tap).find(|&a| a >= AGENTS) {
-                Err(BusError::UnknownAgent(a))
-            } else if let Some(a) = source.filter(|&a| a >= AGENTS) {
-                Err(BusError::UnknownAgent(a))
-            } else {
-                match shard_req {
-                    Some(k) if k >= self.nshards => Err(BusError::NoSuchShard {
-                        index: k,
-                        shards: self.nshards,
-                    }),
-                    Some(k) => Ok(k),
-                    None => Ok(self.next_shard % self.nshards),
-                }
-            };
+        let expected: Result<usize, BusError> = if self.closed {
+            Err(BusError::Closed)
+        } else if let Some(&t) = types_dedup.iter().find(|&&t| t >= TYPES) {
+            Err(BusError::UnknownEventType(t))
+        } else if let Some(a) = for_agent.into_iter().chain(tap).find(|&a| a >= AGENTS) {
+            Err(BusError::UnknownAgent(a))
+        } else if let Some(a) = source.filter(|&a| a >= AGENTS) {
+            Err(BusError::UnknownAgent(a))
+        } else {
+            match shard_req {
+                Some(k) if k >= self.nshards => Err(BusError::NoSuchShard {
+                    index: k,
+                    shards: self.nshards,
+                }),
+                Some(k) => Ok(k),
+                None => Ok(self.next_shard % self.nshards),
+            }
+        };
         let model = SubModel {
             id: None,
             shard: usize::MAX,
@@ -719,6 +790,7 @@ impl Harness {
             priorities,
             agent: for_agent,
             predicate,
+            retry,
             group: None,
             registered: false,
             active: false,
@@ -840,6 +912,10 @@ impl Harness {
         };
         let shard = model.shard;
         let handler = self.handler(acts);
+        if self.closed {
+            assert_eq!(self.bus.join(g, handler), Err(BusError::Closed));
+            return;
+        }
         let id = self.bus.join(g, handler).expect("join an existing group");
         self.add_member(id, model, shard);
     }
@@ -872,6 +948,10 @@ impl Harness {
             return None;
         }
         let a = self.agents[p % self.agents.len()];
+        if self.closed {
+            assert!(matches!(self.bus.publisher(a), Err(BusError::Closed)));
+            return None;
+        }
         let publisher = self.bus.publisher(a).expect("publisher");
         assert_eq!(publisher.agent(), a);
         self.publishers.push(Some(publisher));
@@ -974,6 +1054,7 @@ impl Harness {
                 PublishError::UnknownEventType { id, .. } => format!("type {id}"),
                 PublishError::UnknownAgent { id, .. } => format!("agent {id}"),
                 PublishError::Payload(PayloadError::TooLarge { .. }) => "too large".into(),
+                PublishError::Closed(()) => "closed".into(),
                 other => format!("{other:?}"),
             })
         } else {
@@ -1014,10 +1095,16 @@ impl Harness {
                     assert_eq!(event.header().correlation_id(), correlation);
                     format!("agent {id}")
                 }
+                PublishError::Closed(back) => {
+                    assert_eq!(back.header().correlation_id(), correlation);
+                    "closed".into()
+                }
                 other => format!("{other:?}"),
             })
         };
         let expected: Result<(), String> = match invalid {
+            // The intake gate comes first.
+            _ if self.closed => Err("closed".into()),
             Some((true, id)) => Err(format!("type {id}")),
             Some((false, id)) => Err(format!("agent {id}")),
             None if s.in_place && s.oversized && (mask.is_empty() || !full) => {
@@ -1077,6 +1164,7 @@ impl Harness {
                 assert_eq!(g, w);
                 match w.as_str() {
                     "full" => self.rejected_full += 1,
+                    "closed" => self.rejected_closed += 1,
                     "too large" => {}
                     _ => self.rejected_invalid += 1,
                 }
@@ -1095,19 +1183,44 @@ impl Harness {
         assert_eq!(got, want, "cancel_scheduled({t:?})");
     }
 
-    /// `bus.redrive`: oldest first, up to `max` letters that `select` picks and whose
-    /// subscription is still there (or, without one, whose event routes somewhere now),
-    /// while the target shard's redrive queue has room.
-    fn redrive(&mut self, max: u8, reasons: u8) {
+    /// `bus.redrive` (`to: None`) or `bus.redrive_to` (`to: Some(n)`, subscription
+    /// `n % subs`): oldest first, up to `max` letters that `select` picks and whose
+    /// subscription (the target's, or the letter's own) is still there (or, with neither,
+    /// whose event routes somewhere now), while the target shard's redrive queue has room.
+    fn redrive(&mut self, max: u8, reasons: u8, to: Option<u8>) {
         let max = usize::from(max % 8);
-        let reasons = reasons & 0xff;
         let sel = move |r: DeadReason| reasons == 0 || reasons & (1 << r.index()) != 0;
-        let got = self.bus.redrive(max, |d| sel(d.reason)).expect("open bus");
+        let target = match to {
+            None => None,
+            Some(_) if self.subs.is_empty() => return,
+            Some(n) => Some(&self.subs[usize::from(n) % self.subs.len()]),
+        };
+        let got = match target {
+            None => self.bus.redrive(max, |d| sel(d.reason)),
+            Some(m) => {
+                let id = m.id.expect("member");
+                self.bus.redrive_to(max, id, |d| sel(d.reason))
+            }
+        };
+        let target = match target {
+            _ if self.closed => {
+                assert_eq!(got, Err(BusError::Closed));
+                return;
+            }
+            Some(m) if !m.registered => {
+                let id = m.id.expect("member");
+                assert_eq!(got, Err(BusError::UnknownSubscription(id)));
+                return;
+            }
+            Some(m) => m.id,
+            None => None,
+        };
+        let got = got.expect("open bus, known target");
         let mut left = max;
         let mut taken = 0;
         let mut keep = VecDeque::new();
         for l in std::mem::take(&mut self.letters) {
-            let target = match l.sub {
+            let target = match target.or(l.sub) {
                 Some(id) => self
                     .subs
                     .iter()
@@ -1216,6 +1329,7 @@ impl Harness {
                     }
                 }
                 Ctl::Gone(p) => self.side[k].retiring.push(p),
+                Ctl::Stop => self.stopped[k] = true,
             }
         }
         let Harness { side, lanes, .. } = self;
@@ -1228,17 +1342,6 @@ impl Harness {
             side.retiring.retain(|p| held.iter().any(|l| l.contains(p)));
             side.cursors = [0; 4];
         }
-    }
-
-    /// `min(cap, base * multiplier^(attempt - 1))`.
-    fn exp_delay(&self, attempt: u32) -> u64 {
-        let cap = self.policy.cap.as_nanos();
-        let base = self.policy.base.as_nanos();
-        let mut d = base;
-        for _ in 1..attempt {
-            d = (d * u128::from(self.multiplier)).min(cap);
-        }
-        d.min(cap) as u64
     }
 
     /// A wheel insert: refused beyond the horizon or when full.
@@ -1297,14 +1400,20 @@ impl Harness {
                 let code = ErrorCode(u16::from(c));
                 (DeadReason::Failed { code }, code)
             }
+            Act::Panic => {
+                self.subs[i].c.panicked += 1;
+                self.rel[k].panicked += 1;
+                (DeadReason::Panicked, ErrorCode::PANICKED)
+            }
             Act::Retry(c) | Act::RetryAfter(c, _) => {
                 let code = ErrorCode(u16::from(c));
-                if attempts >= self.policy.max_attempts {
+                let policy = self.subs[i].retry.unwrap_or(self.policy);
+                if attempts >= policy.policy.max_attempts {
                     (DeadReason::RetriesExhausted, code)
                 } else {
                     let delay = match act {
-                        Act::RetryAfter(_, n) => after_ns(n).min(self.policy.cap.as_nanos() as u64),
-                        _ => self.exp_delay(attempts),
+                        Act::RetryAfter(_, n) => after_ns(n).min(policy.cap_ns()),
+                        _ => policy.exp_delay(attempts),
                     };
                     let due = now.saturating_add(delay);
                     let kind = Kind::Retry {
@@ -1694,8 +1803,66 @@ impl Harness {
             self.note_served(k, level, taken, waiting);
             done += taken;
         }
+        if self.stopped[k] && self.waiting(k) == 0 && self.redrives[k].is_empty() {
+            done += self.flush_on_stop(k, now);
+        }
         assert_eq!(n, done, "poll({max}) of shard {k}");
         n
+    }
+
+    /// A closing shard, idle: everything on its wheel, in due order, goes to the dead
+    /// letters as `Shutdown`. A scheduled event is lettered once, by the first of its
+    /// shards to flush it; the others (and a cancelled one) count it as cancelled.
+    fn flush_on_stop(&mut self, k: usize, now: u64) -> usize {
+        let mut left = std::mem::take(&mut self.wheels[k]);
+        left.sort_by_key(|t| (t.due_tick, t.seq));
+        let n = left.len();
+        for t in left {
+            let (sub, attempts, first_ns, last_error) = match t.kind {
+                Kind::Sched => {
+                    if self.schedule.remove(&t.ev.id).is_none() {
+                        self.rel[k].scheduled_cancelled += 1;
+                        continue;
+                    }
+                    (None, 0, now, None)
+                }
+                Kind::Retry {
+                    sub,
+                    attempts,
+                    first_ns,
+                    last_error,
+                } => (Some(sub), attempts, first_ns, last_error),
+            };
+            if let Some(id) = sub {
+                let i = self.sub_ix(id);
+                self.subs[i].c.dead_lettered += 1;
+            }
+            self.expect_letter(Letter {
+                ev: t.ev,
+                sub,
+                reason: DeadReason::Shutdown,
+                attempts,
+                last_error,
+                first_ns,
+                last_ns: now,
+                shard: k,
+            });
+            self.shard_dead(k, DeadReason::Shutdown);
+        }
+        n
+    }
+
+    /// `bus.close()`: in poll mode with every shard taken, it only stops intake and tells
+    /// the shards; they drain and flush on their next polls.
+    fn close(&mut self) {
+        self.bus.close();
+        assert!(self.bus.is_closed());
+        if !self.closed {
+            self.closed = true;
+            for k in 0..self.nshards {
+                self.pending[k].push(Ctl::Stop);
+            }
+        }
     }
 
     /// The dead-letter ring's full policy, written out.
@@ -1719,6 +1886,7 @@ impl Harness {
         assert_eq!(st.published, self.published, "published");
         assert_eq!(st.unroutable, self.unroutable, "unroutable");
         assert_eq!(st.rejected_full, self.rejected_full, "rejected_full");
+        assert_eq!(st.rejected_closed, self.rejected_closed, "rejected_closed");
         assert_eq!(
             st.rejected_invalid, self.rejected_invalid,
             "rejected_invalid"
@@ -1733,8 +1901,8 @@ impl Harness {
                 let queued: usize = self.lanes.iter().map(|l| l[k][q].len()).sum();
                 assert_eq!(s.queued[q], queued as u64, "shard {k} queued");
             }
-            assert_eq!(s.panicked, 0);
             let r = &self.rel[k];
+            assert_eq!(s.panicked, r.panicked, "shard {k} panicked");
             assert_eq!(s.dead_lettered, r.dead_lettered, "shard {k} dead_lettered");
             assert_eq!(
                 s.dead_by_reason, r.dead_by_reason,
@@ -1787,9 +1955,9 @@ impl Harness {
                 done: s.done,
                 retried: s.retried,
                 dead_lettered: s.dead_lettered,
+                panicked: s.panicked,
             };
             assert_eq!(got, m.c, "stats of {:?}", m.id);
-            assert_eq!(s.panicked, 0);
         }
         // Ring fill levels as each publisher sees them.
         for (pi, publisher) in self.publishers.iter().enumerate() {
@@ -1840,7 +2008,17 @@ fuzz_target!(|input: Input| {
                 .clock
                 .advance(Duration::from_nanos(u64::from(*ns) & 0x7f_ffff)),
             Op::Cancel(n) => h.cancel(*n),
-            Op::Redrive { max, reasons } => h.redrive(*max, *reasons),
+            Op::Redrive { max, reasons } => h.redrive(*max, *reasons, None),
+            Op::RedriveTo {
+                max,
+                reasons,
+                target,
+            } => h.redrive(*max, *reasons, Some(*target)),
+            Op::Close(n) => {
+                if n % 8 == 0 {
+                    h.close();
+                }
+            }
         }
         h.end();
         h.check_stats();
@@ -1890,8 +2068,7 @@ fuzz_target!(|input: Input| {
             m.id
         );
     }
-    h.bus.close();
-    assert!(h.bus.is_closed());
+    h.close();
     if let Some(p) = h.publishers.iter_mut().flatten().next() {
         let e = Event::new(EventType::AGENT_TASK);
         assert!(matches!(p.try_publish(e), Err(PublishError::Closed(_))));
