@@ -520,14 +520,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             .worker_threads
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
-        let running = !self.shared.shards[shard].stopped.load(Ordering::Acquire);
-        if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker && running {
+        let progress = &self.shared.shards[shard].progress;
+        if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker {
+            // A stopped shard applies nothing more: `wait_for` returns at once then.
             let mut waiter = Waiter::new(self.shared.config.wait);
-            while self.shared.shards[shard].applied.load(Ordering::Acquire) < ticket
-                && !self.shared.shards[shard].stopped.load(Ordering::Acquire)
-            {
-                waiter.wait();
-            }
+            progress.wait_for(ticket, || waiter.wait());
         }
         Ok(())
     }

@@ -75,6 +75,7 @@ mod lanes;
 mod names;
 mod outcome;
 mod priority;
+mod progress;
 mod publisher;
 mod retry;
 mod router;

@@ -19,7 +19,6 @@
 //! is advanced by this shard's clock: no thread of its own.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -34,11 +33,11 @@ use crate::lanes::{ConsumerSet, Lane};
 use crate::names::AgentId;
 use crate::outcome::Outcome;
 use crate::priority::Priority;
+use crate::progress::ShardProgress;
 use crate::retry::{History, Letter, Retries, Timed};
 use crate::router::{NewMember, RouteKey, Router, Verdict};
 use crate::stats::ShardCounters;
 use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
-use crate::sync::AtomicU64;
 
 /// A dead letter on its way back to the bus.
 pub(crate) struct Redrive<const SLOT: usize> {
@@ -86,14 +85,12 @@ pub(crate) enum Control<const SLOT: usize> {
     Stop,
 }
 
-/// What a shard shares with the bus: its counters and how many control messages it applied.
+/// What a shard shares with the bus: its counters, and its progress through the control
+/// messages (what `unsubscribe` waits on).
 #[derive(Debug, Default)]
 pub(crate) struct ShardShared {
     pub(crate) counters: CachePadded<ShardCounters>,
-    /// Control messages applied so far (the bus waits on it in `unsubscribe`).
-    pub(crate) applied: CachePadded<AtomicU64>,
-    /// Set once the shard has applied `Stop` and found everything drained.
-    pub(crate) stopped: CachePadded<crate::sync::AtomicBool>,
+    pub(crate) progress: ShardProgress,
 }
 
 /// One shard. `Send`: move it to the thread that will poll it.
@@ -242,7 +239,7 @@ impl<const SLOT: usize> Shard<SLOT> {
 
     /// Tells the bus this shard has drained and stopped.
     pub(crate) fn mark_stopped(&self) {
-        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.progress.mark_stopped();
     }
 
     /// Whether the bus asked this shard to stop (worker mode).
@@ -548,9 +545,7 @@ impl<const SLOT: usize> Shard<SLOT> {
         if !self.retiring.is_empty() {
             self.retire_empty_lanes();
         }
-        if applied > 0 {
-            self.shared.applied.fetch_add(applied, Ordering::Release);
-        }
+        self.shared.progress.note_applied(applied);
     }
 
     fn apply(&mut self, msg: Control<SLOT>) {

@@ -89,7 +89,8 @@ pub struct ShardCounters {
     pub scheduled_fired: Counter,
     /// Dead letters redriven back to their subscription.
     pub redriven: Counter,
-    /// Scheduled events dropped because they were cancelled.
+    /// Scheduled events dropped because they were cancelled (or, at close, because
+    /// another of their shards already sent the event to the dead letters).
     pub scheduled_cancelled: Counter,
     /// Entries waiting on the timer wheel now (a gauge).
     pub timers_pending: Counter,
@@ -220,7 +221,9 @@ pub struct ShardStats {
     pub scheduled_fired: u64,
     /// Dead letters redriven.
     pub redriven: u64,
-    /// Scheduled events cancelled before they fired here.
+    /// Scheduled events cancelled before they fired here. At close, a scheduled event
+    /// still waiting goes to the dead letters once (`Shutdown`), from the first of its
+    /// shards to flush it; the others count it here.
     pub scheduled_cancelled: u64,
     /// Entries waiting on the timer wheel.
     pub timers_pending: u64,
