@@ -661,3 +661,53 @@ fn a_deadline_passing_on_the_wheel_keeps_the_attempts_made_and_the_last_code() {
         (1, Some(ErrorCode(77)))
     );
 }
+
+#[test]
+fn close_letters_a_scheduled_event_once_even_when_it_waits_on_two_shards() {
+    let mut r = rig_with(Bus::builder().shards(2));
+    let calls = Arc::new(AtomicU32::new(0));
+    for shard in 0..2 {
+        let c = Arc::clone(&calls);
+        r.bus
+            .subscribe_with(
+                Subscription::new(Filter::any()).on_shard(shard),
+                move |_| {
+                    c.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Done
+                },
+            )
+            .expect("sub");
+    }
+    let agent = r.bus.register_agent("tester").expect("agent");
+    let mut p = r.bus.publisher(agent).expect("publisher");
+    let (receipt, _token) = p
+        .try_publish_after(Event::new(EventType::AGENT_TASK), MS * 5)
+        .expect("scheduled");
+    assert_eq!(receipt.shards, 2);
+    r.poll();
+    let st = r.bus.stats();
+    assert_eq!(
+        (st.shards[0].timers_pending, st.shards[1].timers_pending),
+        (1, 1)
+    );
+    r.bus.close();
+    r.poll();
+    // One letter for the event, from the first shard to flush it; no handler ran.
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, DeadReason::Shutdown);
+    assert_eq!(dead[0].event.header().id(), receipt.id);
+    assert_eq!((dead[0].subscription, dead[0].shard), (None, 0));
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+    let st = r.bus.stats();
+    assert_eq!(st.shards[0].dead_by_reason[DeadReason::Shutdown.index()], 1);
+    // The other shard counts it as cancelled (`ShardStats::scheduled_cancelled`).
+    assert_eq!(
+        (st.shards[1].dead_lettered, st.shards[1].scheduled_cancelled),
+        (0, 1)
+    );
+    assert!(st.shards.iter().all(|s| s.timers_pending == 0));
+    // Nothing fires later either.
+    assert_eq!(r.advance(MS * 10), 0);
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+}
