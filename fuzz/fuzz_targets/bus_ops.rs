@@ -92,12 +92,12 @@ struct HandlerPanic;
 /// A retry policy without jitter, and its integer multiplier (so the model computes
 /// every delay exactly).
 #[derive(Debug, Clone, Copy)]
-struct Pol {
+struct ExactPolicy {
     policy: RetryPolicy,
     multiplier: u64,
 }
 
-impl Pol {
+impl ExactPolicy {
     /// max_attempts `1 + a % 4`, base `b % 5 * 500 us`, multiplier `1 + m % 3`,
     /// cap `max(base, 1 us) * (1 + c % 4)`.
     fn new(a: u8, b: u8, m: u8, c: u8) -> Self {
@@ -112,7 +112,7 @@ impl Pol {
             .jitter(Jitter::None)
             .build()
             .expect("valid policy");
-        Pol { policy, multiplier }
+        ExactPolicy { policy, multiplier }
     }
 
     /// `min(cap, base * multiplier^(attempt - 1))`.
@@ -266,7 +266,7 @@ struct SubSpec {
     predicate: Option<(u8, u8)>,
     /// The handler's outcomes, in turn.
     acts: Vec<Act>,
-    /// Its own retry policy (`Pol::new`) instead of the bus's.
+    /// Its own retry policy (`ExactPolicy::new`) instead of the bus's.
     retry: Option<(u8, u8, u8, u8)>,
 }
 
@@ -353,7 +353,7 @@ struct Input {
     timer_capacity: u8,
     /// The tick: 1 ms, 250 us or 1 us.
     tick: u8,
-    /// The bus's retry policy (`Pol::new`).
+    /// The bus's retry policy (`ExactPolicy::new`).
     retry: (u8, u8, u8, u8),
     ops: Vec<Op>,
 }
@@ -424,7 +424,7 @@ struct SubModel {
     agent: Option<u32>,
     predicate: Option<(u64, u64)>,
     /// Its own retry policy (members share their group's).
-    retry: Option<Pol>,
+    retry: Option<ExactPolicy>,
     /// The group it is a member of (index into `Harness::groups`).
     group: Option<usize>,
     /// Subscribed on the bus (affects where publishes go).
@@ -554,7 +554,7 @@ struct Harness {
     tick: u64,
     timer_capacity: usize,
     /// The bus's retry policy.
-    policy: Pol,
+    policy: ExactPolicy,
     agents: Vec<AgentId>,
     /// Every publisher made, by creation order (`None` once dropped).
     publishers: Vec<Option<Publisher>>,
@@ -616,7 +616,7 @@ impl Harness {
         let tick = [1_000_000u64, 250_000, 1_000][usize::from(input.tick % 3)];
         let timer_capacity = usize::from(input.timer_capacity % 4) + 1;
         let (a, b, m, c) = input.retry;
-        let policy = Pol::new(a, b, m, c);
+        let policy = ExactPolicy::new(a, b, m, c);
         let dead_letter_capacity = usize::from(input.dead_letter_capacity % 16) + 1;
         let clock = ManualClock::new();
         let log: Arc<Mutex<Vec<Tr>>> = Arc::default();
@@ -751,7 +751,7 @@ impl Harness {
             filter = filter.matching(move |h| h.correlation_id() % m != r);
         }
         let mut sub = Subscription::new(filter);
-        let retry = s.retry.map(|(a, b, m, c)| Pol::new(a, b, m, c));
+        let retry = s.retry.map(|(a, b, m, c)| ExactPolicy::new(a, b, m, c));
         if let Some(p) = retry {
             sub = sub.with_retry(p.policy);
         }
