@@ -23,8 +23,10 @@
 //!   nothing: `Full` exactly when one of those lanes is full; with no such shard it is
 //!   unroutable (counted, and dead-lettered `NoSubscriber` if the bus is set to);
 //! - each dispatched event is delivered exactly once to every active matching plain
-//!   subscription of that shard and to one active member of each matching group, unless
-//!   its deadline passed (then each of them gets a `DeadlineExceeded` letter instead);
+//!   subscription of that shard and to one member of each matching group, the one its
+//!   balance picks (round-robin cursor, or least-loaded: fewest retries waiting, then
+//!   fewest accepted, then router order), unless its deadline passed (then each of them
+//!   gets a `DeadlineExceeded` letter instead);
 //! - after a handler: `Done`; `Fail` -> `Failed { code }`; a panic -> `Panicked` with
 //!   `ErrorCode::PANICKED` (and the shard goes on); `Retry` -> `RetriesExhausted`
 //!   at `max_attempts`, `DeadlineExceeded` if the retry would be due after the deadline,
@@ -431,6 +433,8 @@ struct SubModel {
     registered: bool,
     /// In its shard's router (set/cleared when the shard applies the control message).
     active: bool,
+    /// Retries of it waiting on the wheel (what least-loaded balancing compares first).
+    outstanding: u32,
     c: Counts,
 }
 
@@ -568,6 +572,9 @@ struct Harness {
     subs: Vec<SubModel>,
     /// Groups: their id and a template (filter, agent, shard) their members share.
     groups: Vec<(GroupId, SubModel)>,
+    /// Per group, what its route in the shard's router holds: the balance, the members
+    /// (indices into `subs`) in the router's order, and the round-robin cursor.
+    balance: Vec<(Balance, Vec<usize>, usize)>,
     pending: Vec<Vec<Ctl>>,
     side: Vec<ShardSide>,
     wheels: Vec<Vec<Timer>>,
@@ -674,6 +681,7 @@ impl Harness {
             pub_agent: Vec::new(),
             subs: Vec::new(),
             groups: Vec::new(),
+            balance: Vec::new(),
             pending: (0..nshards).map(|_| Vec::new()).collect(),
             side: (0..nshards).map(|_| ShardSide::default()).collect(),
             wheels: vec![Vec::new(); nshards],
@@ -794,6 +802,7 @@ impl Harness {
             group: None,
             registered: false,
             active: false,
+            outstanding: 0,
             c: Counts::default(),
         };
         (sub, model, expected)
@@ -882,6 +891,7 @@ impl Harness {
                 let mut model = model;
                 model.shard = shard;
                 self.groups.push((g, model));
+                self.balance.push((balance, Vec::new(), 0));
                 // Same name again: refused.
                 assert_eq!(
                     self.bus
@@ -907,6 +917,7 @@ impl Harness {
             shard: template.shard,
             types: template.types.clone(),
             group: Some(gi),
+            outstanding: 0,
             c: Counts::default(),
             ..*template
         };
@@ -1321,8 +1332,24 @@ impl Harness {
     fn apply_control(&mut self, k: usize) {
         for ctl in std::mem::take(&mut self.pending[k]) {
             match ctl {
-                Ctl::Add(i) => self.subs[i].active = true,
-                Ctl::Remove(i) => self.subs[i].active = false,
+                Ctl::Add(i) => {
+                    self.subs[i].active = true;
+                    if let Some(gi) = self.subs[i].group {
+                        self.balance[gi].1.push(i);
+                    }
+                }
+                Ctl::Remove(i) => {
+                    self.subs[i].active = false;
+                    if let Some(gi) = self.subs[i].group {
+                        // The router's `swap_remove`, and its cursor reset.
+                        let (_, members, cursor) = &mut self.balance[gi];
+                        let pos = members.iter().position(|&m| m == i).expect("a member");
+                        members.swap_remove(pos);
+                        if *cursor >= members.len() {
+                            *cursor = 0;
+                        }
+                    }
+                }
                 Ctl::Lanes(p) => {
                     for q in 0..4 {
                         self.side[k].lanes[q].push(p);
@@ -1427,6 +1454,7 @@ impl Harness {
                     } else if self.insert(k, due, now, ev, kind) {
                         self.rel[k].retries_scheduled += 1;
                         self.subs[i].c.retried += 1;
+                        self.subs[i].outstanding += 1;
                         return;
                     } else {
                         (DeadReason::RetryCapacity, code)
@@ -1491,8 +1519,9 @@ impl Harness {
         }
     }
 
-    /// `dispatch_one`: every active matching plain subscription of shard `k` and one
-    /// active member of each matching group, in any order.
+    /// `dispatch_one`: every active matching plain subscription of shard `k` and, for
+    /// each matching group, the one member its balance picks (`Route::pick`), in any
+    /// order of routes.
     fn dispatch(&mut self, k: usize, ev: &EvModel, now: u64, ordered: bool) {
         let mut plain: Vec<SubscriptionId> = self
             .subs
@@ -1508,6 +1537,8 @@ impl Harness {
                     && self.subs.iter().any(|m| m.group == Some(gi) && m.active)
             })
             .collect();
+        // Each route picks once per event, from state no other route's delivery changes.
+        let picks: Vec<(usize, usize)> = open.iter().map(|&gi| (gi, self.pick(gi))).collect();
         let units = plain.len() + open.len();
         let expired = ev.expired(now);
         for _ in 0..units {
@@ -1535,6 +1566,12 @@ impl Harness {
                     .position(|&g| g == gi)
                     .unwrap_or_else(|| panic!("group {gi}: {ev:?} twice, or not routed"));
                 open.swap_remove(pos);
+                let want = picks.iter().find(|&&(g, _)| g == gi).expect("picked").1;
+                assert_eq!(
+                    i, want,
+                    "group {gi} ({:?}): {ev:?} went to {sub:?}, the balance picks {:?}",
+                    self.balance[gi].0, self.subs[want].id
+                );
             }
             self.subs[i].c.accepted += 1;
             if expired {
@@ -1584,6 +1621,26 @@ impl Harness {
         }
     }
 
+    /// The member of group `gi` that gets the next event: round-robin by the route's
+    /// cursor, or least-loaded (fewest retries waiting, then fewest accepted, then the
+    /// first in the router's order).
+    fn pick(&mut self, gi: usize) -> usize {
+        let (balance, members, cursor) = &mut self.balance[gi];
+        let active = self.subs.iter().filter(|m| m.group == Some(gi) && m.active);
+        assert_eq!(members.len(), active.count(), "group {gi} members");
+        match balance {
+            Balance::RoundRobin => {
+                let ix = *cursor;
+                *cursor = (ix + 1) % members.len();
+                members[ix]
+            }
+            Balance::LeastLoaded => *members
+                .iter()
+                .min_by_key(|&&i| (self.subs[i].outstanding, self.subs[i].c.accepted))
+                .expect("a member"),
+        }
+    }
+
     /// Due wheel entries, in due-tick order (ties in insertion order).
     fn run_timers(&mut self, k: usize, now: u64) -> usize {
         let wnow = now / self.tick;
@@ -1617,6 +1674,7 @@ impl Harness {
                     match self.subs.iter().position(|m| m.id == Some(sub) && m.active) {
                         Some(i) => {
                             assert_eq!(self.subs[i].shard, k);
+                            self.subs[i].outstanding = self.subs[i].outstanding.saturating_sub(1);
                             self.deliver_one(k, &t.ev, i, attempts + 1, hist, now);
                         }
                         None => {
