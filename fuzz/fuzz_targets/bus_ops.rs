@@ -193,19 +193,21 @@ impl DeadRec {
     }
 }
 
+/// What the model and the bus must agree on for one dead letter: event id, subscription,
+/// reason, attempts, last error, first and last attempt times, shard.
+type LetterKey = (
+    u64,
+    Option<SubscriptionId>,
+    DeadReason,
+    u32,
+    Option<ErrorCode>,
+    u64,
+    u64,
+    usize,
+);
+
 impl Letter {
-    fn key(
-        &self,
-    ) -> (
-        u64,
-        Option<SubscriptionId>,
-        DeadReason,
-        u32,
-        Option<ErrorCode>,
-        u64,
-        u64,
-        usize,
-    ) {
+    fn key(&self) -> LetterKey {
         (
             self.ev.id,
             self.sub,
@@ -220,18 +222,7 @@ impl Letter {
 }
 
 impl DeadRec {
-    fn key(
-        &self,
-    ) -> (
-        u64,
-        Option<SubscriptionId>,
-        DeadReason,
-        u32,
-        Option<ErrorCode>,
-        u64,
-        u64,
-        usize,
-    ) {
+    fn key(&self) -> LetterKey {
         (
             self.id,
             self.sub,
