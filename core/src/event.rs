@@ -385,38 +385,55 @@ impl<const SLOT: usize> Event<SLOT> {
             });
         };
         let mut event = Event { bytes: array };
+        check_header(event.header(), Self::PAYLOAD_CAPACITY)?;
         let h = event.header_mut();
-        if Priority::from_u8(h.priority).is_none() {
-            return Err(DecodeError::BadPriority(h.priority));
-        }
-        if h.flags & !KNOWN_FLAGS != 0 {
-            return Err(DecodeError::UnknownFlags(h.flags & !KNOWN_FLAGS));
-        }
-        if usize::from(h.payload_len) > Self::PAYLOAD_CAPACITY {
-            return Err(DecodeError::BadPayloadLength {
-                len: usize::from(h.payload_len),
-                capacity: Self::PAYLOAD_CAPACITY,
-            });
-        }
-        if h.flags & FLAG_HAS_PAYLOAD == 0 && h.payload_len != 0 {
-            return Err(DecodeError::BadPayloadLength {
-                len: usize::from(h.payload_len),
-                capacity: 0,
-            });
-        }
-        if usize::from(h.meta_len) > META_ENTRIES {
-            return Err(DecodeError::BadMetadataCount {
-                count: usize::from(h.meta_len),
-                max: META_ENTRIES,
-            });
-        }
-        if h.reserved != [0; 7] || h.reserved2 != 0 {
-            return Err(DecodeError::ReservedNotZero);
-        }
         // Bytes from outside are never trusted for unchecked reads.
         h.flags &= !FLAG_LOCAL;
         h.payload_fingerprint = 0;
         Ok(event)
+    }
+
+    /// Validates a slot in place (a journal record in a memory map) and views it as an
+    /// event, without copying.
+    ///
+    /// The same checks as [`Event::from_bytes`], and two more because nothing can be
+    /// cleared in place: the bytes must be 64-byte aligned, and must not carry the
+    /// process-local payload flag (so [`Event::payload`] always validates what it reads).
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn view(bytes: &[u8]) -> Result<&Self, DecodeError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID_SLOT;
+        if bytes.len() != SLOT {
+            return Err(DecodeError::WrongLength {
+                len: bytes.len(),
+                expected: SLOT,
+            });
+        }
+        if bytes.as_ptr().align_offset(core::mem::align_of::<Self>()) != 0 {
+            return Err(DecodeError::Misaligned);
+        }
+        // SAFETY: `bytes` is SLOT bytes long and 64-aligned (both checked above), and
+        // `Event<SLOT>` is `repr(C, align(64))` around `[u8; SLOT]`, so its size is SLOT
+        // and every byte pattern is a valid `Event` value. The reference borrows `bytes`,
+        // so it lives no longer than they do and shares their immutability.
+        let event = unsafe { &*bytes.as_ptr().cast::<Self>() };
+        check_header(event.header(), Self::PAYLOAD_CAPACITY)?;
+        if event.header().flags & FLAG_LOCAL != 0 {
+            return Err(DecodeError::LocalFlag);
+        }
+        Ok(event)
+    }
+
+    /// Copies the slot into `dst` as bytes for outside the process: the process-local
+    /// payload flag and the type fingerprint are cleared in the copy, so a reader (another
+    /// process, another build) always validates the payload.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn write_foreign(&self, dst: &mut [u8]) {
+        dst[..SLOT].copy_from_slice(&self.bytes);
+        let flags = core::mem::offset_of!(Header, flags);
+        dst[flags] &= !FLAG_LOCAL;
+        let fp = core::mem::offset_of!(Header, payload_fingerprint);
+        dst[fp..fp + 8].fill(0);
     }
 
     pub(crate) fn stamp(&mut self, id: u64, source: AgentId, timestamp_ns: u64) {
@@ -446,6 +463,38 @@ impl<const SLOT: usize> Event<SLOT> {
         let h = self.header();
         (h.event_type, h.destination)
     }
+}
+
+/// The header checks every reader of outside bytes makes (`from_bytes`, `view`).
+fn check_header(h: &Header, capacity: usize) -> Result<(), DecodeError> {
+    if Priority::from_u8(h.priority).is_none() {
+        return Err(DecodeError::BadPriority(h.priority));
+    }
+    if h.flags & !KNOWN_FLAGS != 0 {
+        return Err(DecodeError::UnknownFlags(h.flags & !KNOWN_FLAGS));
+    }
+    if usize::from(h.payload_len) > capacity {
+        return Err(DecodeError::BadPayloadLength {
+            len: usize::from(h.payload_len),
+            capacity,
+        });
+    }
+    if h.flags & FLAG_HAS_PAYLOAD == 0 && h.payload_len != 0 {
+        return Err(DecodeError::BadPayloadLength {
+            len: usize::from(h.payload_len),
+            capacity: 0,
+        });
+    }
+    if usize::from(h.meta_len) > META_ENTRIES {
+        return Err(DecodeError::BadMetadataCount {
+            count: usize::from(h.meta_len),
+            max: META_ENTRIES,
+        });
+    }
+    if h.reserved != [0; 7] || h.reserved2 != 0 {
+        return Err(DecodeError::ReservedNotZero);
+    }
+    Ok(())
 }
 
 /// What a payload type must implement to be archived into a slot: rkyv's `Serialize` for

@@ -71,6 +71,8 @@ mod envelope;
 mod error;
 mod event;
 mod intake;
+#[cfg(feature = "journal")]
+pub mod journal;
 mod lanes;
 mod names;
 mod outcome;
