@@ -2,7 +2,6 @@
 //! dead-lettering (with the ring wrapping under `DropOldest`) and redrive, after warm-up,
 //! counted by a global allocator that counts every allocation on every thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use dreamnet_bus::{
