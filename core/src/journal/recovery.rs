@@ -127,10 +127,14 @@ fn scan_records<const SLOT: usize>(
         let r = &bytes[at..at + rec];
         match record::check::<SLOT>(r, h.first_seq + i) {
             Ok(State::Empty) => {
-                return if record::all_zero(&bytes[at..end]) {
+                // A zero commit word: either the end, or a record a crash interrupted
+                // before its commit word (some bytes written), or a hole.
+                return if !record::all_zero(&bytes[at + rec..end]) {
+                    Stop::Damaged(i, Damage::Hole)
+                } else if record::all_zero(r) {
                     Stop::End
                 } else {
-                    Stop::Damaged(i, Damage::Hole)
+                    Stop::Torn(i, Damage::BadCommitWord(0))
                 };
             }
             Ok(State::Event(e, wm)) => summary.add(e, wm),

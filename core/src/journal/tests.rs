@@ -150,6 +150,30 @@ fn a_torn_tail_is_cut_and_the_journal_goes_on() {
     assert_eq!(seqs(&r, &Selection::all()), vec![1, 2, 3, 4, 5]);
 }
 
+/// Found by the kill -9 test: a crash after the slot was copied but before the commit
+/// word leaves a record with bytes and a zero commit word. That is a torn tail, not a hole.
+#[test]
+fn an_uncommitted_partial_record_at_the_end_is_a_torn_tail() {
+    let dir = TempDir::new("partial");
+    {
+        let mut j = open(&dir, 100);
+        for i in 0..3 {
+            j.append(&ev(1, 1, None, 0, i)).unwrap();
+        }
+    }
+    let seg = segment_files(&dir)[0].clone();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[7; 100], record_offset(3)).unwrap();
+    }
+    let r: JournalReader = JournalReader::open(&dir.0).unwrap();
+    assert_eq!(seqs(&r, &Selection::all()), vec![1, 2, 3]);
+    let j = open(&dir, 100);
+    assert_eq!(j.recovered(), &[Fix::CutTornTail { path: seg, seq: 4 }]);
+    assert_eq!(j.next_seq(), 4);
+}
+
 #[test]
 fn corruption_in_the_middle_is_an_error_until_repaired_into_a_tombstone() {
     let dir = TempDir::new("corrupt");
