@@ -296,6 +296,23 @@ impl<'r, const SLOT: usize> Iterator for Records<'r, SLOT> {
                     // A full open segment: the writer is about to seal it.
                     return None;
                 }
+                // The next segment must follow on: a missing or overlapping one is
+                // corruption, not something to step over.
+                if let Some(next) = self.reader.segments.get(self.seg + 1) {
+                    let expected = s.header.first_seq + s.limit();
+                    if next.header.first_seq != expected {
+                        self.done = true;
+                        return Some(Err(JournalError::Corrupt {
+                            path: next.path.clone(),
+                            offset: 0,
+                            seq: next.header.first_seq,
+                            damage: Damage::SeqGap {
+                                expected,
+                                found: next.header.first_seq,
+                            },
+                        }));
+                    }
+                }
                 self.seg += 1;
                 self.idx = 0;
                 continue;

@@ -105,7 +105,9 @@ impl SegmentHeader {
             && header.slot >= 128
             && u32_at(16) as usize == header.record_size()
             && header.capacity > 0
-            && header.first_seq > 0;
+            && header.first_seq > 0
+            // Room for any count after it without overflow.
+            && header.first_seq < 1 << 62;
         sane.then_some(header)
     }
 }

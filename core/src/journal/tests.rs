@@ -302,6 +302,19 @@ fn a_hole_and_a_sequence_gap_are_errors() {
     }
     let segs = segment_files(&gap);
     std::fs::remove_file(&segs[1]).unwrap();
+    let r: JournalReader = JournalReader::open(&gap.0).unwrap();
+    let got: Vec<_> = r.records(&Selection::all()).collect();
+    assert_eq!(got.len(), 5, "four records, then the gap as an error");
+    assert!(matches!(
+        got[4],
+        Err(JournalError::Corrupt {
+            damage: Damage::SeqGap {
+                expected: 5,
+                found: 9
+            },
+            ..
+        })
+    ));
     assert!(matches!(
         Journal::<256>::open(JournalConfig::new(&gap.0).segment_records(4)),
         Err(JournalError::Corrupt {
