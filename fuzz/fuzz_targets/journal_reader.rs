@@ -148,7 +148,10 @@ fn read_all(dir: &Path) -> (Vec<u64>, bool) {
 
 fuzz_target!(|input: Input| {
     static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    // tmpfs when there is one: the target creates and maps dozens of small files a run.
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let dir = base.join(format!(
         "fuzz-journal-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)

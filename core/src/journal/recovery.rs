@@ -77,6 +77,17 @@ pub enum Fix {
     },
 }
 
+impl Fix {
+    /// The segment file the change was made in.
+    pub fn path(&self) -> &Path {
+        match self {
+            Fix::CutTornTail { path, .. }
+            | Fix::Tombstoned { path, .. }
+            | Fix::Resealed { path } => path,
+        }
+    }
+}
+
 /// The result of a scan.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -249,8 +260,6 @@ fn scan_segment<const SLOT: usize>(
                 if let SegMap::Rw(m) = &mut map {
                     let at = header.record_offset(i);
                     m[at..at + header.record_size()].fill(0);
-                    m.flush_range(at, header.record_size())
-                        .map_err(|e| JournalError::io("sync", path, e))?;
                 }
                 fixes.push(Fix::CutTornTail {
                     path: path.to_owned(),
@@ -308,7 +317,11 @@ fn scan_segment<const SLOT: usize>(
         }
     }
     if let SegMap::Rw(m) = &map {
-        m.flush().map_err(|e| JournalError::io("sync", path, e))?;
+        // Make repairs durable before anyone builds on them; an untouched segment is not
+        // synced (recovery of a clean journal makes no sync call).
+        if fixes.iter().any(|f| f.path() == path) {
+            m.flush().map_err(|e| JournalError::io("sync", path, e))?;
+        }
     }
     Ok(SegmentInfo {
         path: path.to_owned(),
