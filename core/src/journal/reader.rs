@@ -123,6 +123,27 @@ impl<'a, const SLOT: usize> Record<'a, SLOT> {
 }
 
 /// Reads a journal directory. Opening maps every segment read-only; nothing is copied.
+///
+/// Tailing a live writer (in this process or another):
+///
+/// ```no_run
+/// # use dreamnet_bus::journal::{JournalReader, Selection};
+/// let mut reader: JournalReader = JournalReader::open("/var/lib/app/journal/shard-0")?;
+/// let mut next = reader.first_seq();
+/// loop {
+///     let sel = Selection::all().from_seq(next);
+///     let mut records = reader.records(&sel);
+///     for record in records.by_ref() {
+///         let record = record?; // corruption is an error, never skipped
+///         println!("{} {:?}", record.seq(), record.event().header().event_type());
+///     }
+///     next = records.next_seq();
+///     drop(records);
+///     reader.refresh()?; // segments sealed or created since
+///     std::thread::sleep(std::time::Duration::from_millis(1));
+/// }
+/// # Ok::<(), dreamnet_bus::journal::JournalError>(())
+/// ```
 pub struct JournalReader<const SLOT: usize = DEFAULT_SLOT> {
     dir: PathBuf,
     pub(super) segments: Vec<Segment>,
@@ -161,7 +182,18 @@ impl<const SLOT: usize> JournalReader<SLOT> {
             if known.is_some_and(|k| first <= k) {
                 continue;
             }
-            self.segments.push(Segment::open::<SLOT>(path, first)?);
+            match Segment::open::<SLOT>(path, first) {
+                Ok(s) => self.segments.push(s),
+                // Deleted by retention between the listing and the open: it is history
+                // this reader never had, as if it had been deleted a moment earlier.
+                Err(JournalError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && self.segments.is_empty() =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
             added += 1;
         }
         Ok(added)
@@ -172,8 +204,11 @@ impl<const SLOT: usize> JournalReader<SLOT> {
         self.segments.first().map_or(1, |s| s.header.first_seq)
     }
 
-    /// The selected records in sequence order, read in place. The iterator ends at the
-    /// first record not yet committed; after an error it ends too (it is fused). Whole
+    /// The selected records in sequence order, read in place. The iterator returns
+    /// `None` at the first record not yet committed, and calling `next` again later
+    /// continues from there as a live writer commits more (to follow it into a new
+    /// segment, [`refresh`](Self::refresh) and start again from
+    /// [`Records::next_seq`]). After an error it returns `None` for good. Whole
     /// sealed segments that cannot match are skipped by their footers; a time range
     /// starts with [`JournalReader::seek_time`]. Tombstones left by `repair` are stepped
     /// over and counted ([`Records::tombstones`]).
@@ -265,10 +300,13 @@ impl<'r, const SLOT: usize> Records<'r, SLOT> {
     }
     /// The sequence number the iterator would read next (where a tail resumes).
     pub fn next_seq(&self) -> u64 {
-        self.reader
-            .segments
-            .get(self.seg)
-            .map_or(self.reader.first_seq(), |s| s.header.first_seq + self.idx)
+        let segments = &self.reader.segments;
+        match segments.get(self.seg) {
+            Some(s) => s.header.first_seq + self.idx,
+            None => segments
+                .last()
+                .map_or(1, |s| s.header.first_seq + s.limit()),
+        }
     }
 }
 

@@ -409,12 +409,15 @@ fn a_reader_tails_a_live_writer_across_rollovers() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while next <= total && std::time::Instant::now() < deadline {
         let sel = Selection::all().from_seq(next);
-        for rec in r.records(&sel) {
+        let mut records = r.records(&sel);
+        for rec in records.by_ref() {
             let rec = rec.unwrap();
             assert_eq!(rec.seq(), next);
             assert_eq!(rec.event().header().correlation_id(), next - 1);
             next += 1;
         }
+        assert_eq!(records.next_seq(), next, "where the tail resumes");
+        drop(records);
         r.refresh().unwrap();
     }
     assert_eq!(next, total + 1);
