@@ -13,6 +13,7 @@
 //!  JournalReader (any process) --> records(&Selection) -> &Event in place   reader.rs
 //!      seek_time: binary search over footers, then record watermarks        selection.rs
 //!      Pacer: Instant / Original { speed, max_gap }                         pacing.rs
+//!      thread(correlation): a conversation as a causal tree               thread.rs
 //!  recovery.rs: open = trust footers, scan the open segment, cut a torn tail; verify; repair
 //!  retention.rs: delete whole sealed segments, oldest first, by size and age
 //! ```
@@ -98,6 +99,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod selection;
+mod thread;
 mod writer;
 
 #[cfg(test)]
@@ -111,6 +113,7 @@ pub use pacing::{Pacer, Pacing};
 pub use reader::{JournalReader, Record, Records};
 pub use recovery::{repair, verify, Fix, Scan, SegmentInfo};
 pub use selection::Selection;
+pub use thread::ThreadEntry;
 pub use writer::Journal;
 
 /// The on-disk layout, for tools (a CLI, a fuzzer) that look at segment files directly.
