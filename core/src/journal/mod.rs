@@ -30,7 +30,7 @@
 //! written last with release ordering. A torn record has a zero commit word or a CRC that
 //! fails. A full segment is sealed with a footer (sequence range, min/max timestamp, the
 //! journal watermark, a bitmap of event types, seal time, and the footer's own CRC).
-//! Details in [`record`](self::record) and [`segment`](self::segment) docs below.
+//! The byte layouts are in [`layout`].
 //!
 //! ## Per shard or per bus: per shard
 //!
@@ -117,6 +117,24 @@ pub use thread::ThreadEntry;
 pub use writer::Journal;
 
 /// The on-disk layout, for tools (a CLI, a fuzzer) that look at segment files directly.
+/// All integers are little-endian.
+///
+/// ```text
+///  segment file:
+///  0      64                                          64 + capacity * record   + 256
+///  | header | record 0 | record 1 | ... | record capacity-1 | footer |
+///
+///  header (64 B): magic "DNJSEG01" | version u32 | slot u32 | record size u32
+///                 | capacity u32 | first seq u64 | created unix ns u64 | 0.. | crc32c u32
+///
+///  record (slot + 64 B), 64-byte aligned:
+///  0 .................. SLOT   SLOT+8      SLOT+16          SLOT+56  SLOT+60   SLOT+64
+///  | event slot (as is)  | seq | watermark | reserved (zero) | crc32c | commit |
+///  crc32c covers bytes 0..SLOT+56; commit is "JNL1" (committed), "TOMB" (tombstone) or 0
+///
+///  footer (256 B): magic "DNJFOOT1" | first seq | count | min ts | max ts | watermark
+///                  | sealed unix ns | tombstones | 64..192 type bitmap | 0.. | crc32c
+/// ```
 pub mod layout {
     pub use super::footer::{Summary, FOOTER_SIZE};
     pub use super::record::{record_size, COMMITTED, TOMBSTONE, TRAILER};
