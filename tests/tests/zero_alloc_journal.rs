@@ -43,6 +43,8 @@ fn append_window(durability: Durability, tag: &str) {
     for i in 0..10_000 {
         journal.append(&events[i % 64]).expect("append");
     }
+    // The helper thread preparing the next segment allocates while it works.
+    journal.prepare_next().expect("prepare the next segment");
     let mut last = 0;
     let allocations = allocations_during(|| {
         for i in 0..100_000 {

@@ -190,9 +190,20 @@ pub fn read_footer(
     Ok(Summary::decode(&b))
 }
 
-/// Creates a preallocated segment atomically (see the module docs); `sync` makes the file
-/// and its directory entry durable before it is used.
-pub fn create(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<PathBuf, JournalError> {
+/// A segment built under its temporary name (preallocated, header written, synced when
+/// the policy syncs), not yet visible to recovery or readers: see [`publish`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// The temporary name.
+    pub tmp: PathBuf,
+    /// The name it gets when published.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: File,
+}
+
+/// Builds a segment under its temporary name (see the module docs).
+pub fn prepare(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<Prepared, JournalError> {
     let path = file_name(dir, header.first_seq);
     let tmp = path.with_extension(format!("{EXT}.tmp"));
     let file = OpenOptions::new()
@@ -210,16 +221,38 @@ pub fn create(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<PathBuf,
             file.sync_all()
                 .map_err(|e| JournalError::io("sync", &tmp, e))?;
         }
-        std::fs::rename(&tmp, &path).map_err(|e| JournalError::io("rename", &tmp, e))?;
-        if sync {
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(Prepared { tmp, path, file }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Gives a prepared segment its name (an atomic rename), and makes the name durable when
+/// the policy syncs. Maps of the file stay valid.
+pub fn publish(tmp: &Path, path: &Path, sync: bool) -> Result<(), JournalError> {
+    std::fs::rename(tmp, path).map_err(|e| JournalError::io("rename", tmp, e))?;
+    if sync {
+        if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        Ok(path.clone())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result
+    Ok(())
+}
+
+/// Creates a preallocated segment atomically: [`prepare`] then [`publish`] (for tests).
+#[cfg(test)]
+pub fn create(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<PathBuf, JournalError> {
+    let p = prepare(dir, header, sync)?;
+    if let Err(e) = publish(&p.tmp, &p.path, sync) {
+        let _ = std::fs::remove_file(&p.tmp);
+        return Err(e);
+    }
+    Ok(p.path)
 }
 
 /// Makes a directory's entries (a created or removed segment) durable.

@@ -53,7 +53,22 @@ pub struct Journal<const SLOT: usize = DEFAULT_SLOT> {
     clock: quanta::Clock,
     last_sync: quanta::Instant,
     recovered: Vec<Fix>,
+    next: Next,
     closed: bool,
+}
+
+/// A segment mapped and prefaulted, not yet published (see [`Journal::prepare_next`]).
+struct Ready {
+    prepared: segment::Prepared,
+    header: SegmentHeader,
+    map: MmapMut,
+}
+
+/// The next segment: being prepared by a helper thread, ready, or not started.
+enum Next {
+    None,
+    Pending(std::thread::JoinHandle<Result<Ready, JournalError>>),
+    Ready(Ready),
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Journal<SLOT> {
@@ -118,13 +133,16 @@ impl<const SLOT: usize> Journal<SLOT> {
                     summary: s.summary,
                 }
             }
-            None => Self::create_segment(&dir, &config, next_seq, watermark)?,
+            None => {
+                let ready = Self::prepare_segment(&dir, &config, next_seq)?;
+                Self::publish(ready, &config, watermark)?
+            }
         };
         let watch = DurableWatch::default();
         watch.advance(next_seq - 1);
         let clock = quanta::Clock::new();
         let last_sync = clock.now();
-        Ok(Journal {
+        let mut journal = Journal {
             config,
             _lock: lock,
             active,
@@ -135,37 +153,107 @@ impl<const SLOT: usize> Journal<SLOT> {
             clock,
             last_sync,
             recovered: fixes,
+            next: Next::None,
             closed: false,
-        })
+        };
+        journal.start_next();
+        Ok(journal)
     }
 
-    fn create_segment(
+    /// Builds the segment starting at `first_seq` under its temporary name, maps it, and
+    /// faults every page in writable. Runs on a helper thread (see `start_next`).
+    fn prepare_segment(
         dir: &Path,
         config: &JournalConfig,
         first_seq: u64,
-        watermark: u64,
-    ) -> Result<Active, JournalError> {
+    ) -> Result<Ready, JournalError> {
         let header = SegmentHeader {
             slot: SLOT,
             capacity: u64::from(config.segment_records),
             first_seq,
             created_unix_ns: segment::unix_now_ns(),
         };
-        let path = segment::create(dir, &header, config.durability != Durability::Os)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| JournalError::io("open", &path, e))?;
-        let map = recovery::map_rw(&file, &path)?;
-        Ok(Active {
-            path,
+        let prepared = segment::prepare(dir, &header, config.durability != Durability::Os)?;
+        let map = match recovery::map_rw(&prepared.file, &prepared.tmp) {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = std::fs::remove_file(&prepared.tmp);
+                return Err(e);
+            }
+        };
+        // Fault every page in writable now (MADV_POPULATE_WRITE), off the append path:
+        // otherwise every 13th append takes a write fault and the filesystem's page_mkwrite
+        // (~8 us each on this machine's ext4). Best effort: kernels before 5.14 do not know
+        // the advice, and appends then fault as they go.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::PopulateWrite);
+        Ok(Ready {
+            prepared,
             header,
             map,
-            summary: Summary::empty(first_seq, watermark),
+        })
+    }
+
+    /// Publishes a prepared segment (rename) and makes it the open one.
+    fn publish(
+        ready: Ready,
+        config: &JournalConfig,
+        watermark: u64,
+    ) -> Result<Active, JournalError> {
+        let Ready {
+            prepared,
+            header,
+            map,
+        } = ready;
+        let sync = config.durability != Durability::Os;
+        if let Err(e) = segment::publish(&prepared.tmp, &prepared.path, sync) {
+            let _ = std::fs::remove_file(&prepared.tmp);
+            return Err(e);
+        }
+        Ok(Active {
+            path: prepared.path,
+            header,
+            map,
+            summary: Summary::empty(header.first_seq, watermark),
             next: 0,
             unsynced: 0,
         })
+    }
+
+    /// Starts preparing the segment after the open one on a helper thread (segments fill
+    /// completely, so its first sequence number is known). If the thread cannot be
+    /// spawned, the segment is prepared at rollover instead.
+    fn start_next(&mut self) {
+        let dir = self.config.dir.clone();
+        let config = self.config.clone();
+        let first = self.active.header.first_seq + self.active.header.capacity;
+        self.next = std::thread::Builder::new()
+            .name("journal-prepare".into())
+            .spawn(move || Self::prepare_segment(&dir, &config, first))
+            .map_or(Next::None, Next::Pending);
+    }
+
+    /// Waits until the next segment is prepared (preallocated, mapped, prefaulted), so the
+    /// next rollover is a rename. Useful before a latency-sensitive phase or a measurement:
+    /// the helper thread allocates (paths, a map) while it works.
+    pub fn prepare_next(&mut self) -> Result<(), JournalError> {
+        let ready = self.take_next()?;
+        self.next = Next::Ready(ready);
+        Ok(())
+    }
+
+    /// The prepared next segment: the helper's, or one prepared here if there is none, the
+    /// helper failed (a full disk is then reported by the retry here), or it is stale.
+    fn take_next(&mut self) -> Result<Ready, JournalError> {
+        let first = self.active.header.first_seq + self.active.header.capacity;
+        match self.take_next_if_any() {
+            Some(r) if r.header.first_seq == first => Ok(r),
+            Some(r) => {
+                let _ = std::fs::remove_file(&r.prepared.tmp);
+                Self::prepare_segment(&self.config.dir, &self.config, first)
+            }
+            None => Self::prepare_segment(&self.config.dir, &self.config, first),
+        }
     }
 
     /// Appends one event and returns its sequence number: the event is then *journaled*
@@ -265,18 +353,15 @@ impl<const SLOT: usize> Journal<SLOT> {
                 .flush_range(at, FOOTER_SIZE)
                 .map_err(|e| JournalError::io("sync", &a.path, e))?;
         }
-        let next = Self::create_segment(
-            &self.config.dir,
-            &self.config,
-            self.next_seq,
-            self.watermark,
-        )?;
+        let ready = self.take_next()?;
+        let next = Self::publish(ready, &self.config, self.watermark)?;
         let old = core::mem::replace(&mut self.active, next);
         self.sealed.push_back(Sealed {
             path: old.path,
             bytes: old.header.file_len(),
             sealed_unix_ns: old.summary.sealed_unix_ns,
         });
+        self.start_next();
         self.enforce_retention()?;
         Ok(())
     }
@@ -330,7 +415,22 @@ impl<const SLOT: usize> Journal<SLOT> {
         let r = self.sync();
         self.closed = true;
         self.watch.close();
+        // The prepared next segment was never published: remove it (recovery would).
+        if let Some(ready) = self.take_next_if_any() {
+            let _ = std::fs::remove_file(&ready.prepared.tmp);
+        }
         r
+    }
+}
+
+impl<const SLOT: usize> Journal<SLOT> {
+    /// The helper's result, if a segment was being prepared and it succeeded.
+    fn take_next_if_any(&mut self) -> Option<Ready> {
+        match core::mem::replace(&mut self.next, Next::None) {
+            Next::Ready(r) => Some(r),
+            Next::Pending(h) => h.join().ok().and_then(Result::ok),
+            Next::None => None,
+        }
     }
 }
 
