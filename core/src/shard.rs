@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, LazyNow};
 use crate::dead_letters::DeadReason;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::lanes::{ConsumerSet, Lane};
@@ -174,13 +174,12 @@ impl<const SLOT: usize> Shard<SLOT> {
         if self.inbox.has_mail() {
             self.apply_control();
         }
-        let now = self.clock.now_ns();
         let mut done = 0;
         if !self.retries.wheel.is_empty() {
-            done += self.run_timers(now);
+            done += self.run_timers(self.clock.now_ns());
         }
         if !self.redrives.is_empty() {
-            done += self.run_redrives(now, max.saturating_sub(done));
+            done += self.run_redrives(self.clock.now_ns(), max.saturating_sub(done));
         }
         while done < max {
             let waiting = self.waiting_levels();
@@ -194,7 +193,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             } else {
                 (max - done).min(self.budget_for(level, waiting))
             };
-            let taken = self.drain_level(level, budget, now);
+            let taken = self.drain_level(level, budget);
             self.note_served(level, taken, waiting);
             done += taken;
             if self.control_pending {
@@ -208,7 +207,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             }
         }
         if self.stop_requested && self.is_idle() {
-            done += self.flush_timers_on_stop(now);
+            done += self.flush_timers_on_stop(self.clock.now_ns());
         }
         done
     }
@@ -311,7 +310,7 @@ impl<const SLOT: usize> Shard<SLOT> {
     }
 
     /// Takes up to `budget` events of one level, lanes in turn, and dispatches them.
-    fn drain_level(&mut self, level: usize, budget: usize, now: u64) -> usize {
+    fn drain_level(&mut self, level: usize, budget: usize) -> usize {
         let Shard {
             lanes,
             cursors,
@@ -320,8 +319,10 @@ impl<const SLOT: usize> Shard<SLOT> {
             retries,
             inbox,
             control_pending,
+            clock,
             ..
         } = self;
+        let now = LazyNow::new(clock);
         let lanes = &mut lanes[level];
         let priority = Priority::ALL[level];
         let counters = &shared.counters;
@@ -345,10 +346,12 @@ impl<const SLOT: usize> Shard<SLOT> {
             }
             let (first, second) = chunk.as_slices();
             for event in first.iter().chain(second) {
-                if event.header().is_scheduled() && !take_scheduled(retries, counters, event, now) {
+                if event.header().is_scheduled()
+                    && !take_scheduled(retries, counters, event, now.get())
+                {
                     continue;
                 }
-                dispatch_one(router, retries, counters, event, now);
+                dispatch_one(router, retries, counters, event, &now);
             }
             chunk.commit_all();
             taken += want;
@@ -383,7 +386,7 @@ impl<const SLOT: usize> Shard<SLOT> {
                 Timed::Scheduled { event } => {
                     if retries.schedule.fire(event.header().id()) {
                         counters.scheduled_fired.incr();
-                        dispatch_one(router, retries, counters, &event, now);
+                        dispatch_one(router, retries, counters, &event, &LazyNow::known(now));
                     } else {
                         counters.scheduled_cancelled.incr();
                     }
@@ -452,7 +455,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             counters.redriven.incr();
             event.set_attempts(0);
             match subscription {
-                None => dispatch_one(router, retries, counters, &event, now),
+                None => dispatch_one(router, retries, counters, &event, &LazyNow::known(now)),
                 Some(id) => {
                     let found =
                         router.deliver_to(id, &event, now, true, |verdict, envelope, member| {
@@ -617,10 +620,17 @@ fn dispatch_one<const SLOT: usize>(
     retries: &mut Retries<SLOT>,
     counters: &ShardCounters,
     event: &Event<SLOT>,
-    now: u64,
+    now: &LazyNow<'_>,
 ) {
     let dispatched = router.dispatch(event, now, |verdict, envelope, member| {
-        retries.settle(event, envelope, verdict, member, now, History::default());
+        retries.settle(
+            event,
+            envelope,
+            verdict,
+            member,
+            now.get(),
+            History::default(),
+        );
     });
     if dispatched.deliveries == 0 {
         counters.unmatched.incr(event.header().priority());
