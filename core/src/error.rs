@@ -212,9 +212,6 @@ pub enum BusError {
     /// The bus is closed.
     #[error("bus closed")]
     Closed,
-    /// The shards were already taken by `take_shards`, or the bus runs its own workers.
-    #[error("shards are not available: {0}")]
-    ShardsUnavailable(&'static str),
     /// A load-balanced group of that name exists already.
     #[error("group {0:?} already exists")]
     GroupExists(String),
