@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use crate::backoff::RetryPolicy;
 use crate::bus::Bus;
-use crate::shard::Shard;
 use crate::clock::{Clock, ManualClock};
 use crate::dead_letters::{DeadLetter, DeadLetterHook, FullPolicy};
 use crate::error::{BusError, ConfigError};
 use crate::event::DEFAULT_SLOT;
 use crate::priority::Priority;
+use crate::shard::Shard;
 use crate::targets::MAX_SHARDS;
 use crate::wait::WaitStrategy;
 
@@ -31,6 +31,7 @@ pub enum RunMode {
 
 /// The checked configuration of a bus.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of shards, `1..=64`.
     pub shards: usize,
