@@ -14,11 +14,12 @@ use crate::mailbox::Mailbox;
 use crate::names::{AgentId, EventType, MetaKey, Names};
 use crate::outcome::Outcome;
 use crate::priority::Priority;
+use crate::progress::ShardProgress;
 use crate::publisher::{Publisher, MAX_PUBLISHERS};
 use crate::retry::Retries;
 use crate::router::{NewMember, Router};
 use crate::schedule::{Schedule, ScheduleToken};
-use crate::shard::{Control, Redrive, RedriveQueue, Shard, ShardShared};
+use crate::shard::{Control, Redrive, RedriveQueue, Shard, SharedCounters};
 use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
@@ -55,8 +56,10 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
     /// Control-plane bookkeeping (names, subscriptions, groups), under one lock.
     plane: Mutex<Plane>,
-    /// Each shard's counters and progress through its control messages.
-    shard_states: Vec<Arc<ShardShared>>,
+    /// Each shard's counters (for `stats`).
+    shard_counters: Vec<SharedCounters>,
+    /// Each shard's progress through its control messages (for `unsubscribe`).
+    shard_progress: Vec<Arc<ShardProgress>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
 }
@@ -98,7 +101,8 @@ impl<const SLOT: usize> Bus<SLOT> {
     ) -> Result<(Self, Vec<Shard<SLOT>>), BusError> {
         let n = config.shards;
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
-        let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
+        let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
+        let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
         let dead_letters = Arc::new(DeadLetters::new(
             config.dead_letter_capacity,
@@ -128,14 +132,15 @@ impl<const SLOT: usize> Bus<SLOT> {
                     Arc::clone(&dead_letters),
                     Arc::clone(&schedule),
                     i,
-                    Arc::clone(&shard_shared[i]),
+                    Arc::clone(&shard_counters[i]),
                     shared.clock.now_ns(),
                 );
                 Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
                     inbox,
-                    Arc::clone(&shard_shared[i]),
+                    Arc::clone(&shard_counters[i]),
+                    Arc::clone(&shard_progress[i]),
                     shared.clock.clone(),
                     c.starvation_guard,
                     retries,
@@ -149,7 +154,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                 names,
                 ..Plane::default()
             }),
-            shard_states: shard_shared,
+            shard_counters,
+            shard_progress,
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
         };
@@ -172,14 +178,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut handles = Vec::new();
         for (i, mut shard) in shards.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let stats = Arc::clone(&self.shard_states[i]);
+            let counters = Arc::clone(&self.shard_counters[i]);
             let handle = std::thread::Builder::new()
                 .name(format!("dreamnet-shard-{i}"))
                 .spawn(move || {
                     if pin {
                         let pinned = core.is_some_and(core_affinity::set_for_current);
                         if !pinned {
-                            stats.counters.pin_failed.incr();
+                            counters.pin_failed.incr();
                         }
                     }
                     run_worker(&mut shard, wait);
@@ -245,6 +251,30 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
     /// One per producing thread. Allocates its rings (4 per shard) here, not later.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, Outcome, Priority};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let lucid = bus.register_agent("dreamnet-lucid")?;
+    /// bus.subscribe(Filter::any(), |d| {
+    ///     assert_eq!(d.payload::<u32>().map(|v| v.to_native()), Ok(7));
+    ///     Outcome::Done
+    /// })?;
+    /// let mut publisher = bus.publisher(lucid)?;
+    /// // A built event, copied into the ring:
+    /// let event = Event::new(EventType::AGENT_TASK).with_payload(&7u32)?;
+    /// let receipt = publisher.try_publish(event)?;
+    /// assert_eq!(receipt.shards, 1);
+    /// // Or written in place, straight into the ring's slot:
+    /// let draft = Draft::new(EventType::AGENT_TASK).with_priority(Priority::High);
+    /// publisher.try_publish_with(draft, &7u32)?;
+    /// // Or a batch: one claim, one commit, one clock read.
+    /// let sent = publisher.try_publish_batch_with(draft, &[7u32, 7, 7])?;
+    /// assert_eq!(sent.count, 3);
+    /// assert_eq!(shards[0].poll(64), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn publisher(&self, agent: AgentId) -> Result<Publisher<SLOT>, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
@@ -345,7 +375,33 @@ impl<const SLOT: usize> Bus<SLOT> {
     }
 
     /// Creates a load-balanced group: each event that passes the subscription's filter
-    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`].
+    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`];
+    /// a member leaves with [`Bus::unsubscribe`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Balance, Bus, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let workers = bus.group("workers", Filter::of_type(EventType::AGENT_TASK), Balance::RoundRobin)?;
+    /// let counts: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::default()).collect();
+    /// for count in &counts {
+    ///     let count = Arc::clone(count);
+    ///     bus.join(workers, move |_| {
+    ///         count.fetch_add(1, Ordering::Relaxed);
+    ///         Outcome::Done
+    ///     })?;
+    /// }
+    /// let mut publisher = bus.publisher(bus.register_agent("boss")?)?;
+    /// for _ in 0..4 {
+    ///     publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// }
+    /// shards[0].poll(64);
+    /// // Each event went to exactly one member, in turn.
+    /// assert_eq!(counts.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(), [2, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn group(
         &self,
         name: &str,
@@ -435,7 +491,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             .worker_threads
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
-        let progress = &self.shard_states[shard].progress;
+        let progress = &self.shard_progress[shard];
         if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker {
             // A stopped shard applies nothing more: `wait_for` returns at once then.
             let mut waiter = Waiter::new(self.shared.config.wait);
@@ -490,6 +546,30 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// without a subscription (`NoSubscriber`, shutdown of a scheduled event) are routed
     /// like new events. Letters whose subscription is gone stay where they are. Returns
     /// how many were sent; they are delivered at the shards' next polls.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Bus, DeadReason, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let healthy = Arc::new(AtomicBool::new(false));
+    /// let h = Arc::clone(&healthy);
+    /// bus.subscribe(Filter::any(), move |_| {
+    ///     if h.load(Ordering::Relaxed) { Outcome::Done } else { Outcome::fail(500) }
+    /// })?;
+    /// let mut publisher = bus.publisher(bus.register_agent("a")?)?;
+    /// publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// shards[0].poll(64);
+    /// assert_eq!(bus.dead_letters().len(), 1);
+    /// // The downstream is back: send the failed letters back to their subscription.
+    /// healthy.store(true, Ordering::Relaxed);
+    /// let sent = bus.redrive(16, |l| matches!(l.reason, DeadReason::Failed { .. }))?;
+    /// assert_eq!(sent, 1);
+    /// assert_eq!(shards[0].poll(64), 1);
+    /// assert!(bus.dead_letters().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn redrive(
         &self,
         max: usize,
@@ -593,8 +673,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         let plane = self.plane();
         let n = self.shared.config.shards;
         let mut stats = BusStats::default();
-        for (s, shard) in self.shard_states.iter().enumerate() {
-            let c = &shard.counters;
+        for (s, c) in self.shard_counters.iter().enumerate() {
             let mut st = ShardStats {
                 dispatched: c.dispatched.snapshot(),
                 delivered: c.delivered.snapshot(),

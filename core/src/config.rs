@@ -84,8 +84,9 @@ impl Default for Config {
 /// Builds a [`Bus`]. `SLOT` is the event slot size in bytes (see [`crate::Event`]).
 ///
 /// ```
-/// use dreamnet_bus::{Bus, RunMode};
-/// let bus = Bus::builder().shards(2).mode(RunMode::Poll).build()?;
+/// use dreamnet_bus::Bus;
+/// // Two shards, each on a worker thread of its own, pinned to a core:
+/// let bus = Bus::builder().shards(2).pinned(true).build()?;
 /// # drop(bus);
 /// # Ok::<(), dreamnet_bus::BusError>(())
 /// ```
