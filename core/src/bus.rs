@@ -23,7 +23,7 @@ use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
-use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
+use crate::subscription::{Balance, Delivery, GroupId, Subscription, SubscriptionId};
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
@@ -57,8 +57,6 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     plane: Mutex<Plane>,
     /// Each shard's counters and progress through its control messages.
     shard_states: Vec<Arc<ShardShared>>,
-    /// Poll mode: the shards until `take_shards`.
-    shards: Mutex<Option<Vec<Shard<SLOT>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
 }
@@ -92,10 +90,12 @@ impl<const SLOT: usize> Bus<SLOT> {
         BusBuilder::new()
     }
 
+    /// Builds a bus; returns its shards in poll mode (none in worker mode: the workers
+    /// own them).
     pub(crate) fn from_config(
         config: Config,
         hook: Option<DeadLetterHook<SLOT>>,
-    ) -> Result<Self, BusError> {
+    ) -> Result<(Self, Vec<Shard<SLOT>>), BusError> {
         let n = config.shards;
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
@@ -150,17 +150,16 @@ impl<const SLOT: usize> Bus<SLOT> {
                 ..Plane::default()
             }),
             shard_states: shard_shared,
-            shards: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
         };
         match bus.shared.config.mode {
-            RunMode::Poll => {
-                *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards)
+            RunMode::Poll => Ok((bus, shards)),
+            RunMode::Workers { pin } => {
+                bus.spawn_workers(shards, pin)?;
+                Ok((bus, Vec::new()))
             }
-            RunMode::Workers { pin } => bus.spawn_workers(shards, pin)?,
         }
-        Ok(bus)
     }
 
     fn spawn_workers(&mut self, shards: Vec<Shard<SLOT>>, pin: bool) -> Result<(), BusError> {
@@ -283,25 +282,34 @@ impl<const SLOT: usize> Bus<SLOT> {
         ))
     }
 
-    /// Subscribes `handler` to what `filter` passes (broadcasts; see [`Subscription`] for
-    /// direct routing, shard placement and retry policy). Takes effect while traffic flows:
-    /// events published after this returns reach the handler.
-    pub fn subscribe<F>(&self, filter: Filter, handler: F) -> Result<SubscriptionId, BusError>
-    where
-        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
-    {
-        self.subscribe_with(Subscription::new(filter), handler)
-    }
-
-    /// Subscribes with full options.
-    pub fn subscribe_with<F>(
+    /// Subscribes `handler` to what `subscription` passes: a [`Filter`](crate::Filter) (broadcasts that
+    /// pass it), or a [`Subscription`] for direct routing to an agent, a chosen shard or a
+    /// retry policy of its own. Takes effect while traffic flows: events published after
+    /// this returns reach the handler.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, EventType, Filter, Outcome, Subscription};
+    ///
+    /// let bus = Bus::builder().build()?;
+    /// let helper = bus.register_agent("helper")?;
+    /// // Every broadcast of one type:
+    /// bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |_| Outcome::Done)?;
+    /// // Direct events addressed to `helper` (and broadcasts that pass the filter):
+    /// bus.subscribe(Subscription::new(Filter::any()).for_agent(helper), |d| {
+    ///     println!("{} for helper", d.header().id());
+    ///     Outcome::Done
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe<F>(
         &self,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         handler: F,
     ) -> Result<SubscriptionId, BusError>
     where
         F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
     {
+        let subscription = subscription.into();
         if self.is_closed() {
             return Err(BusError::Closed);
         }
@@ -341,9 +349,10 @@ impl<const SLOT: usize> Bus<SLOT> {
     pub fn group(
         &self,
         name: &str,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         balance: Balance,
     ) -> Result<GroupId, BusError> {
+        let subscription = subscription.into();
         crate::names::validate_name(name)?;
         if self.is_closed() {
             return Err(BusError::Closed);
@@ -443,39 +452,16 @@ impl<const SLOT: usize> Bus<SLOT> {
             .map(|r| r.counters.snapshot())
     }
 
-    /// Poll mode: takes the shards, to run with [`Shard::poll`] in your own loop. Once.
-    pub fn take_shards(&self) -> Result<Vec<Shard<SLOT>>, BusError> {
-        if !matches!(self.shared.config.mode, RunMode::Poll) {
-            return Err(BusError::ShardsUnavailable("the bus runs its own workers"));
-        }
-        self.shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(BusError::ShardsUnavailable("already taken"))
-    }
-
     /// Stops intake, drains what was accepted, and (worker mode) joins the workers.
     ///
     /// After `close` starts, publishes return `Closed` with the event. Every event accepted
     /// before is delivered: worker mode drains before `close` returns; in poll mode the
-    /// shards not yet taken are drained here, and taken shards drain on your next polls
-    /// (`Shard::drain`). Called from a handler (on a worker), it stops intake and returns
-    /// without waiting. Idempotent.
+    /// shards drain on your next polls (`Shard::drain`). Called from a handler (on a
+    /// worker), it stops intake and returns without waiting. Idempotent.
     pub fn close(&self) {
         self.shared.intake.close();
         for mailbox in &self.shared.mailboxes {
             mailbox.post(Control::Stop);
-        }
-        if let Some(shards) = self
-            .shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            for shard in shards {
-                shard.drain();
-            }
         }
         if self.worker_threads.contains(&std::thread::current().id()) {
             // Called from a handler: a worker cannot join itself. The workers drain and

@@ -60,13 +60,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod backoff;
+mod backoff;
 mod barrier;
 mod bus;
 mod clock;
 mod config;
+/// The dead-letter ring itself is public for the `dead_letters` fuzz target only: no
+/// semver promise (the bus's dead-letter API is re-exported at the crate root).
+#[doc(hidden)]
 pub mod dead_letters;
 mod envelope;
 mod error;
@@ -88,6 +92,8 @@ mod stats;
 mod subscription;
 mod sync;
 mod targets;
+/// Public for the `timer_wheel` fuzz target only: no semver promise.
+#[doc(hidden)]
 pub mod timer_wheel;
 mod wait;
 
@@ -97,21 +103,20 @@ pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
 pub use envelope::{Envelope, ErrorCode, Status, MAX_PATH};
-pub use error::{BusError, ConfigError, DecodeError, NameError, PayloadError, PublishError};
+pub use error::{
+    BusError, ConfigError, DecodeError, MetadataFull, NameError, PayloadError, PublishError,
+};
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
 pub use priority::Priority;
-pub use publisher::{Draft, Publisher, Receipt, MAX_PUBLISHERS};
+pub use publisher::{BatchReceipt, Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
 pub use schedule::ScheduleToken;
 pub use shard::Shard;
-pub use stats::{
-    BusStats, Counter, PerPriority, PublisherCounters, PublisherShardCounters, ShardStats,
-    SubscriptionStats,
-};
+pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
 pub use subscription::{
     Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
 };

@@ -29,7 +29,7 @@ use crate::priority::Priority;
 use crate::schedule::ScheduleToken;
 use crate::shard::Control;
 use crate::shared::Shared;
-use crate::stats::PublisherCounters;
+use crate::stats::{PublisherCounters, PublisherStats};
 use crate::wait::Waiter;
 
 /// Bits of an event id taken by the per-publisher sequence; the publisher index sits above.
@@ -198,9 +198,9 @@ impl<const SLOT: usize> Publisher<SLOT> {
         self.agent
     }
 
-    /// This publisher's counters.
-    pub fn counters(&self) -> &PublisherCounters {
-        &self.counters
+    /// A snapshot of this publisher's counts.
+    pub fn stats(&self) -> PublisherStats {
+        self.counters.snapshot()
     }
 
     /// Free slots in the ring to `shard` at `priority` (what a `try_publish` can still

@@ -688,7 +688,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome, RunMode};
+    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome};
 
     /// Regression (found while writing the `bus_ops` fuzz model): a dropped publisher's
     /// `PublisherGone` was counted in the shard's `applied` but never in the bus's `sent`,
@@ -733,15 +733,13 @@ mod tests {
     #[test]
     fn a_cancelled_scheduled_event_meeting_a_full_wheel_is_counted_as_cancelled() {
         let clock = ManualClock::new();
-        let bus = Bus::builder()
-            .mode(RunMode::Poll)
+        let (bus, mut shards) = Bus::builder()
             .manual_clock(clock.clone())
             .timer_capacity(1)
-            .build()
+            .build_polled()
             .unwrap();
         let agent = bus.register_agent("a").unwrap();
         bus.subscribe(Filter::any(), |_| Outcome::Done).unwrap();
-        let mut shards = bus.take_shards().unwrap();
         let mut publisher = bus.publisher(agent).unwrap();
         let after = Duration::from_millis(10);
         publisher
