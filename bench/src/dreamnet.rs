@@ -288,9 +288,9 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
         };
         use workload::{Pred, Routing};
         match spec.routing {
-            Routing::Direct(a) => ids.push(
-                bus.subscribe_with(Subscription::new(filter).for_agent(agents[a]), probe(0))?,
-            ),
+            Routing::Direct(a) => {
+                ids.push(bus.subscribe(Subscription::new(filter).for_agent(agents[a]), probe(0))?)
+            }
             Routing::Broadcast => ids.push(bus.subscribe(filter, probe(0))?),
             Routing::Filtered(pred) => {
                 filter = match pred {
