@@ -10,14 +10,14 @@ use super::error::JournalError;
 
 /// The held lock; dropping it (closing the file) releases it.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
     /// Takes the lock without waiting: [`JournalError::Locked`] if a writer (or `repair`)
     /// holds it.
-    pub fn acquire(dir: &Path) -> Result<Self, JournalError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, JournalError> {
         let path = dir.join("LOCK");
         let file = OpenOptions::new()
             .create(true)

@@ -43,7 +43,7 @@ const fn commit_at(slot: usize) -> usize {
 
 /// What a record turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State<'a, const SLOT: usize> {
+pub(crate) enum State<'a, const SLOT: usize> {
     /// Never written: every byte, commit word included, is zero (only checked as far as
     /// the commit word; recovery checks the rest).
     Empty,
@@ -90,7 +90,7 @@ fn crc<const SLOT: usize>(record: &[u8]) -> u32 {
 ///
 /// Returns `Empty` when the commit word is zero; the bytes before it are not read then (a
 /// live writer may be filling them).
-pub fn check<const SLOT: usize>(
+pub(crate) fn check<const SLOT: usize>(
     record: &[u8],
     expected_seq: u64,
 ) -> Result<State<'_, SLOT>, Damage> {
@@ -122,14 +122,19 @@ pub fn check<const SLOT: usize>(
 
 /// Writes a record into `dst` (zeros, 64-aligned, `record_size(SLOT)` bytes): the slot as
 /// bytes for outside the process, the trailer, the CRC, and last the commit word.
-pub fn write<const SLOT: usize>(dst: &mut [u8], event: &Event<SLOT>, seq: u64, watermark: u64) {
+pub(crate) fn write<const SLOT: usize>(
+    dst: &mut [u8],
+    event: &Event<SLOT>,
+    seq: u64,
+    watermark: u64,
+) {
     event.write_foreign(&mut dst[..SLOT]);
     fill_trailer::<SLOT>(dst, seq, watermark);
     publish_commit::<SLOT>(dst, COMMITTED);
 }
 
 /// Writes a tombstone for `seq` into `dst`: a zero slot, valid CRC, the tombstone word.
-pub fn write_tombstone<const SLOT: usize>(dst: &mut [u8], seq: u64) {
+pub(crate) fn write_tombstone<const SLOT: usize>(dst: &mut [u8], seq: u64) {
     dst.fill(0);
     fill_trailer::<SLOT>(dst, seq, 0);
     publish_commit::<SLOT>(dst, TOMBSTONE);
@@ -154,7 +159,7 @@ fn publish_commit<const SLOT: usize>(dst: &mut [u8], word: u32) {
 }
 
 /// Whether every byte is zero (the check behind "a torn tail is followed only by zeros").
-pub fn all_zero(bytes: &[u8]) -> bool {
+pub(crate) fn all_zero(bytes: &[u8]) -> bool {
     let (head, words, tail) = {
         // SAFETY: `u64` has no invalid bit patterns and `align_to` only puts in `words`
         // the part of `bytes` that is aligned for it; the result borrows `bytes`.

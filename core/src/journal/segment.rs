@@ -33,7 +33,7 @@ pub const HEADER_SIZE: usize = 64;
 const MAGIC: [u8; 8] = *b"DNJSEG01";
 const VERSION: u32 = 1;
 /// The file name extension of a segment.
-pub const EXT: &str = "seg";
+pub(crate) const EXT: &str = "seg";
 
 /// A segment's geometry and identity, as in its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,18 +114,18 @@ impl SegmentHeader {
 
 /// The file name of the segment whose first record is `first_seq`: zero-padded so that
 /// names sort in sequence order.
-pub fn file_name(dir: &Path, first_seq: u64) -> PathBuf {
+pub(crate) fn file_name(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.{EXT}"))
 }
 
 /// The segments in `dir`, as (first seq from the name, path), in sequence order. Leftover
 /// `.tmp` files of an interrupted creation are removed (only the lock holder calls this).
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+pub(crate) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     list_impl(dir, true)
 }
 
 /// As [`list`], for a reader: changes nothing.
-pub fn list_readonly(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
+pub(crate) fn list_readonly(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     list_impl(dir, false)
 }
 
@@ -154,7 +154,7 @@ fn list_impl(dir: &Path, clean: bool) -> Result<Vec<(u64, PathBuf)>, JournalErro
 }
 
 /// Reads and checks the header of the segment at `path`.
-pub fn read_header(
+pub(crate) fn read_header(
     file: &File,
     path: &Path,
     expect_first: u64,
@@ -179,7 +179,7 @@ pub fn read_header(
 }
 
 /// Reads the footer of a segment; `None` if it is not sealed (or the footer is damaged).
-pub fn read_footer(
+pub(crate) fn read_footer(
     file: &File,
     path: &Path,
     header: &SegmentHeader,
@@ -193,7 +193,7 @@ pub fn read_footer(
 /// A segment built under its temporary name (preallocated, header written, synced when
 /// the policy syncs), not yet visible to recovery or readers: see [`publish`].
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The temporary name.
     pub tmp: PathBuf,
     /// The name it gets when published.
@@ -203,7 +203,11 @@ pub struct Prepared {
 }
 
 /// Builds a segment under its temporary name (see the module docs).
-pub fn prepare(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<Prepared, JournalError> {
+pub(crate) fn prepare(
+    dir: &Path,
+    header: &SegmentHeader,
+    sync: bool,
+) -> Result<Prepared, JournalError> {
     let path = file_name(dir, header.first_seq);
     let tmp = path.with_extension(format!("{EXT}.tmp"));
     let file = OpenOptions::new()
@@ -234,7 +238,7 @@ pub fn prepare(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<Prepare
 
 /// Gives a prepared segment its name (an atomic rename), and makes the name durable when
 /// the policy syncs. Maps of the file stay valid.
-pub fn publish(tmp: &Path, path: &Path, sync: bool) -> Result<(), JournalError> {
+pub(crate) fn publish(tmp: &Path, path: &Path, sync: bool) -> Result<(), JournalError> {
     std::fs::rename(tmp, path).map_err(|e| JournalError::io("rename", tmp, e))?;
     if sync {
         if let Some(dir) = path.parent() {
@@ -246,7 +250,11 @@ pub fn publish(tmp: &Path, path: &Path, sync: bool) -> Result<(), JournalError> 
 
 /// Creates a preallocated segment atomically: [`prepare`] then [`publish`] (for tests).
 #[cfg(test)]
-pub fn create(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<PathBuf, JournalError> {
+pub(crate) fn create(
+    dir: &Path,
+    header: &SegmentHeader,
+    sync: bool,
+) -> Result<PathBuf, JournalError> {
     let p = prepare(dir, header, sync)?;
     if let Err(e) = publish(&p.tmp, &p.path, sync) {
         let _ = std::fs::remove_file(&p.tmp);
@@ -256,7 +264,7 @@ pub fn create(dir: &Path, header: &SegmentHeader, sync: bool) -> Result<PathBuf,
 }
 
 /// Makes a directory's entries (a created or removed segment) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| JournalError::io("sync dir", dir, e))
@@ -307,7 +315,7 @@ fn preallocate(file: &File, path: &Path, len: u64) -> Result<(), JournalError> {
 }
 
 /// Wall-clock now, ns since the Unix epoch (0 if the clock is before it).
-pub fn unix_now_ns() -> u64 {
+pub(crate) fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
