@@ -27,12 +27,32 @@ const SLOT: usize = 256;
 
 #[derive(Arbitrary, Debug)]
 enum Damage {
-    Flip { file: u8, offset: u32, xor: u8 },
-    Overwrite { file: u8, offset: u32, bytes: Vec<u8> },
-    Zero { file: u8, offset: u32, len: u16 },
-    Truncate { file: u8, len: u32 },
-    Replace { file: u8, bytes: Vec<u8> },
-    Remove { file: u8 },
+    Flip {
+        file: u8,
+        offset: u32,
+        xor: u8,
+    },
+    Overwrite {
+        file: u8,
+        offset: u32,
+        bytes: Vec<u8>,
+    },
+    Zero {
+        file: u8,
+        offset: u32,
+        len: u16,
+    },
+    Truncate {
+        file: u8,
+        len: u32,
+    },
+    Replace {
+        file: u8,
+        bytes: Vec<u8>,
+    },
+    Remove {
+        file: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -71,7 +91,11 @@ fn apply(dir: &Path, d: &Damage) {
                 b[i] ^= *xor;
             }
         }),
-        Damage::Overwrite { file, offset, bytes } => edit(*file, &mut |b| {
+        Damage::Overwrite {
+            file,
+            offset,
+            bytes,
+        } => edit(*file, &mut |b| {
             if !b.is_empty() {
                 let at = *offset as usize % b.len();
                 let n = bytes.len().min(b.len() - at);
@@ -136,9 +160,20 @@ fn read_all(dir: &Path) -> (Vec<u64>, bool) {
         let rec = &bytes[at..at + record_size(SLOT)];
         let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().unwrap());
         assert_eq!(word(SLOT + 60), COMMITTED, "seq {seq}: commit word");
-        assert_eq!(word(SLOT + 56), crc32c::crc32c(&rec[..SLOT + 56]), "seq {seq}: CRC");
-        assert_eq!(u64::from_le_bytes(rec[SLOT..SLOT + 8].try_into().unwrap()), seq);
-        assert_eq!(&rec[..SLOT], r.event().as_bytes().as_slice(), "seq {seq}: bytes");
+        assert_eq!(
+            word(SLOT + 56),
+            crc32c::crc32c(&rec[..SLOT + 56]),
+            "seq {seq}: CRC"
+        );
+        assert_eq!(
+            u64::from_le_bytes(rec[SLOT..SLOT + 8].try_into().unwrap()),
+            seq
+        );
+        assert_eq!(
+            &rec[..SLOT],
+            r.event().as_bytes().as_slice(),
+            "seq {seq}: bytes"
+        );
         // Reading the payload validates it; it must not panic whatever it holds.
         let _ = r.event().payload::<u64>();
         seqs.push(seq);
@@ -150,7 +185,11 @@ fuzz_target!(|input: Input| {
     static N: AtomicU64 = AtomicU64::new(0);
     // tmpfs when there is one: the target creates and maps dozens of small files a run.
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let dir = base.join(format!(
         "fuzz-journal-{}-{}",
         std::process::id(),
