@@ -62,7 +62,9 @@ impl Segment {
 
     /// Records that may be committed: the footer's count when sealed, else capacity.
     fn limit(&self) -> u64 {
-        self.footer.map_or(self.header.capacity, |f| f.count)
+        self.footer
+            .as_ref()
+            .map_or(self.header.capacity, |f| f.count)
     }
 
     fn record(&self, i: u64) -> &[u8] {
@@ -254,8 +256,8 @@ impl<const SLOT: usize> JournalReader<SLOT> {
             .iter()
             .take_while(|s| s.footer.is_some())
             .count();
-        let p =
-            self.segments[..sealed].partition_point(|s| s.footer.is_some_and(|f| f.watermark < ts));
+        let p = self.segments[..sealed]
+            .partition_point(|s| s.footer.as_ref().is_some_and(|f| f.watermark < ts));
         let Some(s) = self.segments.get(p) else {
             return Ok(self
                 .segments
@@ -328,7 +330,7 @@ impl<'r, const SLOT: usize> Iterator for Records<'r, SLOT> {
                 self.done = true;
                 return None;
             }
-            let skip = s.footer.is_some_and(|f| !sel.may_match(&f));
+            let skip = s.footer.as_ref().is_some_and(|f| !sel.may_match(f));
             if skip || self.idx >= s.limit() {
                 if s.footer.is_none() && !skip {
                     // A full open segment: the writer is about to seal it.
