@@ -85,8 +85,8 @@ impl Default for Config {
 ///
 /// ```
 /// use dreamnet_bus::{Bus, RunMode};
-/// let bus = Bus::builder().shards(2).mode(RunMode::Poll).build()?;
-/// # drop(bus);
+/// let (bus, shards) = Bus::builder().shards(2).build_polled()?;
+/// assert_eq!((bus.config().mode, shards.len()), (RunMode::Poll, 2));
 /// # Ok::<(), dreamnet_bus::BusError>(())
 /// ```
 #[derive(Clone)]

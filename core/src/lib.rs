@@ -39,18 +39,17 @@
 //! ## Example
 //!
 //! ```
-//! use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, RunMode};
+//! use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority};
 //!
 //! #[derive(rkyv::Archive, rkyv::Serialize)]
 //! struct Task { id: u32 }
 //!
-//! let bus = Bus::builder().mode(RunMode::Poll).build()?;
+//! let (bus, mut shards) = Bus::builder().build_polled()?;
 //! let lucid = bus.register_agent("dreamnet-lucid")?;
 //! bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |d| {
 //!     assert_eq!(d.payload::<Task>().map(|t| t.id.to_native()), Ok(7));
 //!     Outcome::Done
 //! })?;
-//! let mut shards = bus.take_shards()?;
 //! let mut publisher = bus.publisher(lucid)?;
 //! let event = Event::new(EventType::AGENT_TASK)
 //!     .with_priority(Priority::High)
