@@ -339,6 +339,7 @@ impl<const SLOT: usize> Bus<SLOT> {
                 max: MAX_PUBLISHERS,
             });
         }
+        check_publisher_budget::<SLOT>(&self.shared.config, &plane.publishers)?;
         let n = self.shared.config.shards;
         let counters = Arc::new(PublisherCounters::new(n));
         plane.publishers.push(Arc::clone(&counters));
@@ -783,6 +784,28 @@ impl<const SLOT: usize> Drop for Bus<SLOT> {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Refuses a publisher whose rings would take the bus above its memory budget. A
+/// publisher alive holds the second reference to its counters (the plane holds the
+/// first), so those with more than one reference are the publishers alive.
+fn check_publisher_budget<const SLOT: usize>(
+    config: &Config,
+    publishers: &[Arc<PublisherCounters>],
+) -> Result<(), BusError> {
+    let alive = publishers
+        .iter()
+        .filter(|c| Arc::strong_count(c) > 1)
+        .count();
+    let needed = crate::memory::MemoryFootprint::of::<SLOT>(config).with_publishers(alive + 1);
+    if needed > config.memory_budget {
+        return Err(BusError::MemoryBudget {
+            needed,
+            budget: config.memory_budget,
+            alive,
+        });
+    }
+    Ok(())
 }
 
 /// What a subscription adds to the shard masks.

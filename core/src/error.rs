@@ -127,6 +127,17 @@ pub enum PublishError<T> {
         /// The raw agent id.
         id: u32,
     },
+    /// A scheduled publish was due later than the timer wheel can hold (see
+    /// [`crate::schedule_horizon`]). Nothing was queued.
+    #[error("due at {at_ns} ns; a schedule may be due at most at {latest_ns} ns")]
+    BeyondHorizon {
+        /// The event handed back.
+        event: T,
+        /// The due time asked for.
+        at_ns: u64,
+        /// The latest due time allowed at the time of the publish.
+        latest_ns: u64,
+    },
     /// An in-place publish could not write its payload into the slot.
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -140,7 +151,8 @@ impl<T> PublishError<T> {
             | PublishError::Closed(e)
             | PublishError::Timeout(e)
             | PublishError::UnknownEventType { event: e, .. }
-            | PublishError::UnknownAgent { event: e, .. } => Some(e),
+            | PublishError::UnknownAgent { event: e, .. }
+            | PublishError::BeyondHorizon { event: e, .. } => Some(e),
             PublishError::Payload(_) => None,
         }
     }
@@ -177,6 +189,15 @@ pub enum ConfigError {
         value: usize,
         /// The limit.
         max: usize,
+    },
+    /// The memory the configuration implies (shared structures plus one publisher's
+    /// rings) is above the memory budget. Lower the capacities or raise the budget.
+    #[error("the configuration needs {needed} bytes; the memory budget is {budget}")]
+    MemoryBudget {
+        /// Bytes the configuration implies (saturated at `usize::MAX`).
+        needed: usize,
+        /// The budget.
+        budget: usize,
     },
     /// A retry policy was refused.
     #[error("invalid retry policy: {0}")]
@@ -226,6 +247,17 @@ pub enum BusError {
     TooManyPublishers {
         /// The limit.
         max: usize,
+    },
+    /// Another publisher's rings would take the bus above its memory budget (counting
+    /// every publisher still alive). Drop a publisher or raise the budget.
+    #[error("a publisher needs {needed} bytes with {alive} alive; the memory budget is {budget}")]
+    MemoryBudget {
+        /// Bytes the bus would take with the new publisher.
+        needed: usize,
+        /// The budget.
+        budget: usize,
+        /// Publishers alive before this one.
+        alive: usize,
     },
     /// A metadata table in the event header is full.
     #[error("an event holds at most {max} metadata entries")]

@@ -72,6 +72,7 @@ mod error;
 mod event;
 mod intake;
 mod lanes;
+mod memory;
 mod names;
 mod outcome;
 mod priority;
@@ -98,12 +99,15 @@ pub use error::{BusError, ConfigError, DecodeError, NameError, PayloadError, Pub
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
+pub use memory::{
+    MemoryFootprint, DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
+};
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
 pub use priority::Priority;
 pub use publisher::{Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
-pub use schedule::ScheduleToken;
+pub use schedule::{schedule_horizon, ScheduleToken, SCHEDULE_HORIZON_TICKS};
 pub use shard::Shard;
 pub use stats::{
     BusStats, Counter, PerPriority, PublisherCounters, PublisherShardCounters, ShardStats,

@@ -20,7 +20,7 @@ use crate::intake::BusyFlag;
 use crate::lanes::ProducerSet;
 use crate::names::{AgentId, EventType};
 use crate::priority::Priority;
-use crate::schedule::ScheduleToken;
+use crate::schedule::{latest_due_ns, ScheduleToken};
 use crate::shard::Control;
 use crate::stats::PublisherCounters;
 use crate::wait::Waiter;
@@ -159,12 +159,22 @@ impl<const SLOT: usize> Publisher<SLOT> {
     /// non-blocking like `try_publish`. The event travels to its shards now and waits on
     /// their timer wheels; when due, it is routed to the subscriptions matching then on
     /// those shards. Its timestamp is the due time. Cancel with `Bus::cancel_scheduled`
-    /// until it fires. A time in the past delivers at the shards' next poll.
+    /// until it fires. A time in the past delivers at the shards' next poll. A time more
+    /// than [`crate::schedule_horizon`] ahead is refused with `BeyondHorizon`.
     pub fn try_publish_at(
         &mut self,
         event: Event<SLOT>,
         at_ns: u64,
     ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
+        let latest_ns = latest_due_ns(self.shared.clock.now_ns(), self.shared.config.tick);
+        if at_ns > latest_ns {
+            self.counters.rejected_invalid.incr();
+            return Err(PublishError::BeyondHorizon {
+                event,
+                at_ns,
+                latest_ns,
+            });
+        }
         self.publish_gated(event, Some(at_ns), true)
             .map(|r| (r, ScheduleToken(r.id)))
     }

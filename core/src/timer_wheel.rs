@@ -277,6 +277,16 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// The bytes [`TimerWheel::new`] allocates for `capacity` entries (the arena and the
+    /// table of list heads), saturating at `usize::MAX`. The bus's memory budget uses it
+    /// to refuse a configuration before anything is allocated.
+    pub fn bytes_for(capacity: usize) -> usize {
+        capacity
+            .min(MAX_CAPACITY)
+            .saturating_mul(core::mem::size_of::<Node<T>>())
+            .saturating_add(LISTS * core::mem::size_of::<List>())
+    }
+
     /// The maximum number of pending entries.
     pub fn capacity(&self) -> usize {
         self.nodes.len()
