@@ -87,6 +87,7 @@ mod subscription;
 mod sync;
 mod targets;
 pub mod timer_wheel;
+mod type_tag;
 mod wait;
 
 pub use backoff::{Jitter, RetryPolicy};
