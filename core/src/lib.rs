@@ -75,6 +75,7 @@ mod lanes;
 mod memory;
 mod names;
 mod outcome;
+mod policy;
 mod priority;
 mod progress;
 mod publisher;
@@ -105,6 +106,10 @@ pub use memory::{
 };
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
+pub use policy::{
+    AgentPolicy, AuditHook, DefaultRule, Policy, Rate, SecurityAlert, Violation, ViolationCounts,
+    ViolationKind, SECURITY_EVENT_TYPE,
+};
 pub use priority::Priority;
 pub use publisher::{Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
