@@ -31,6 +31,9 @@ use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, Subs
 use crate::targets::{Footprint, ShardTargets, TargetCounts};
 use crate::wait::Waiter;
 
+mod shield;
+pub use shield::{ShieldStats, SHIELD_AGENT};
+
 /// State shared by the bus, its publishers and its workers.
 pub(crate) struct Shared<const SLOT: usize> {
     pub(crate) config: Config,
@@ -44,6 +47,8 @@ pub(crate) struct Shared<const SLOT: usize> {
     pub(crate) shards: Vec<Arc<ShardShared>>,
     pub(crate) dead_letters: Arc<DeadLetters<SLOT>>,
     pub(crate) schedule: Arc<Schedule>,
+    /// The security policy, if one is set (see `bus/shield.rs`).
+    pub(crate) shield: crate::policy::Shield,
     /// Each shard's queue of redriven dead letters.
     redrives: Vec<Arc<RedriveQueue<SLOT>>>,
     plane: Mutex<Plane>,
@@ -124,6 +129,8 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shards: Mutex<Option<Vec<Shard<SLOT>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
+    /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
+    alert_publisher: shield::AlertPublisher<SLOT>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -182,6 +189,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             shards: shard_shared.clone(),
             dead_letters: Arc::clone(&dead_letters),
             schedule: Arc::clone(&schedule),
+            shield: crate::policy::Shield::default(),
             redrives: redrives.clone(),
             plane: Mutex::new(Plane {
                 names,
@@ -220,6 +228,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             shards: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
+            alert_publisher: Mutex::new(None),
         };
         match bus.shared.config.mode {
             RunMode::Poll => {
@@ -389,6 +398,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
+        self.police_subscription(&subscription)?;
         let mut plane = self.shared.plane();
         let shard = self.place(&mut plane, &subscription)?;
         let footprint = footprint(&subscription, shard);
@@ -436,6 +446,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
+        self.police_subscription(&subscription)?;
         let mut plane = self.shared.plane();
         if plane.groups.contains_key(name) {
             return Err(BusError::GroupExists(name.to_owned()));

@@ -138,6 +138,16 @@ pub enum PublishError<T> {
         /// The latest due time allowed at the time of the publish.
         latest_ns: u64,
     },
+    /// The bus's security policy refused the publish (see [`crate::Policy`]). The
+    /// violation was also counted, handed to the audit hook and raised as a
+    /// `system.security` event.
+    #[error("refused by policy: {violation}")]
+    Policy {
+        /// The event handed back.
+        event: T,
+        /// What rule it broke.
+        violation: crate::policy::Violation,
+    },
     /// An in-place publish could not write its payload into the slot.
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -152,7 +162,8 @@ impl<T> PublishError<T> {
             | PublishError::Timeout(e)
             | PublishError::UnknownEventType { event: e, .. }
             | PublishError::UnknownAgent { event: e, .. }
-            | PublishError::BeyondHorizon { event: e, .. } => Some(e),
+            | PublishError::BeyondHorizon { event: e, .. }
+            | PublishError::Policy { event: e, .. } => Some(e),
             PublishError::Payload(_) => None,
         }
     }
@@ -259,6 +270,10 @@ pub enum BusError {
         /// Publishers alive before this one.
         alive: usize,
     },
+    /// The bus's security policy refused a subscription (see [`crate::Policy`]); counted,
+    /// audited and raised as a `system.security` event like a refused publish.
+    #[error("refused by policy: {0}")]
+    Policy(crate::policy::Violation),
     /// A metadata table in the event header is full.
     #[error("an event holds at most {max} metadata entries")]
     MetadataFull {

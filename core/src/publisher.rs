@@ -10,6 +10,8 @@
 //! returns `Err(Full(event))` and enters none (all-or-nothing across shards). `publish`
 //! waits with the bus's wait strategy; `publish_timeout` gives up after a while.
 
+mod police;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -334,6 +336,11 @@ impl<const SLOT: usize> Publisher<SLOT> {
         if mask != 0 && !self.room(mask, priority, count_full) {
             return Err(Failure::Full);
         }
+        if let Err(refused) = police::police(&self.shared.shield, &self.shared.clock, self.agent, h)
+        {
+            self.raise(&refused);
+            return Err(Failure::Policy(refused.violation));
+        }
         let id = self.next_id();
         let now = self.shared.clock.now_ns();
         event.stamp(id, self.agent, at_ns.unwrap_or(now));
@@ -388,6 +395,16 @@ impl<const SLOT: usize> Publisher<SLOT> {
                 .with_correlation_id(draft.correlation_id);
             event.set_destination(draft.destination);
             event.set_payload(payload)?;
+            let policed = police::police(
+                &self.shared.shield,
+                &self.shared.clock,
+                self.agent,
+                event.header(),
+            );
+            if let Err(refused) = policed {
+                self.raise(&refused);
+                return Err(Failure::Policy(refused.violation).with(()));
+            }
             let id = self.next_id();
             event.stamp(id, self.agent, self.shared.clock.now_ns());
             self.counters.published.incr(priority);
@@ -414,6 +431,19 @@ impl<const SLOT: usize> Publisher<SLOT> {
             event.set_correlation_id(draft.correlation_id);
         }
         event.set_payload(payload)?;
+        // Checked once the payload is written (its size is known only now), before the
+        // slot is committed: a refused event is never visible to the shard.
+        let policed = police::police(
+            &self.shared.shield,
+            &self.shared.clock,
+            agent,
+            event.header(),
+        );
+        if let Err(refused) = policed {
+            drop(chunk);
+            self.raise(&refused);
+            return Err(Failure::Policy(refused.violation).with(()));
+        }
         event.stamp(id, agent, now);
         let copy = (mask.count_ones() > 1).then(|| event.clone());
         // SAFETY: the one slot of this chunk was initialised by `slot.write` above.
@@ -484,12 +514,14 @@ fn copy_into<const SLOT: usize>(
 enum Failure {
     Full,
     Refused(Refusal),
+    Policy(crate::policy::Violation),
 }
 
 impl Failure {
     fn with<T>(self, event: T) -> PublishError<T> {
         match self {
             Failure::Full => PublishError::Full(event),
+            Failure::Policy(violation) => PublishError::Policy { event, violation },
             Failure::Refused(Refusal::UnknownType(id)) => {
                 PublishError::UnknownEventType { event, id }
             }

@@ -1,0 +1,70 @@
+//! The publisher's side of the security policy: the one check on the publish path, and
+//! the `system.security` alert a refused publish raises on the publisher's own rings.
+//!
+//! The check runs after the rings were found to have room (so a publish that waits on a
+//! full ring spends no token or quota per attempt) and before the event is stamped and
+//! written. Without a policy it is one load and one predictable branch.
+//!
+//! The alert goes out on the offending publisher's own rings, stamped with the shield's
+//! agent as source (never the offender's): a flood of violations fills the offender's
+//! rings, not anyone else's. When those rings are full the alert is counted as dropped;
+//! the violation itself has been returned, counted and audited regardless.
+
+use crate::event::{Event, Header};
+use crate::names::AgentId;
+use crate::policy::{PublishRequest, Refused, Shield};
+use crate::priority::Priority;
+use crate::publisher::{copy_into, Publisher};
+
+/// Checks a publish of the event described by `header` by `agent`.
+#[inline(always)]
+pub(super) fn police(
+    shield: &Shield,
+    clock: &crate::clock::Clock,
+    agent: AgentId,
+    header: &Header,
+) -> Result<(), Refused> {
+    if !shield.is_on() {
+        return Ok(());
+    }
+    let request = PublishRequest {
+        agent,
+        event_type: header.event_type(),
+        destination: header.destination(),
+        payload_len: header.payload_len(),
+    };
+    shield.check_publish(&request, || clock.now_ns())
+}
+
+impl<const SLOT: usize> Publisher<SLOT> {
+    /// Publishes the alert for `refused` on this publisher's rings, as the shield's agent.
+    #[cold]
+    pub(crate) fn raise(&mut self, refused: &Refused) {
+        let mut alert: Event<SLOT> = refused.alert();
+        let priority = Priority::High;
+        let mask = self.shared.targets.for_event(refused.alert_type, None);
+        if mask != 0 && !self.room(mask, priority, false) {
+            self.shared.shield.alert_dropped();
+            return;
+        }
+        let id = self.next_id();
+        alert.stamp(id, refused.alert_source, self.shared.clock.now_ns());
+        self.counters.published.incr(priority);
+        self.shared.shield.alert_published();
+        if mask == 0 {
+            self.unroutable(&alert, priority);
+            return;
+        }
+        let mut bits = mask;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // `room` saw a free slot and this thread is the ring's only producer.
+            if copy_into(&mut self.lanes[s][priority.index()], &alert) {
+                self.counters.shards[s].enqueued.incr(priority);
+            } else {
+                self.counters.shards[s].rejected_full.incr(priority);
+            }
+        }
+    }
+}
