@@ -368,7 +368,7 @@ impl Compiled {
 }
 
 /// The event type a violation names for a subscription to every type.
-pub(crate) const EVERY_TYPE: EventType = EventType(u16::MAX);
+const EVERY_TYPE: EventType = Violation::EVERY_TYPE;
 
 #[cfg(test)]
 mod tests {

@@ -76,6 +76,10 @@ pub struct Violation {
 impl Violation {
     /// The agent a subscription bound to no agent is checked (and counted) as.
     pub const ANONYMOUS: AgentId = AgentId(u32::MAX);
+
+    /// The event type a violation names for a subscription to every type (a filter
+    /// without types).
+    pub const EVERY_TYPE: EventType = EventType(u16::MAX);
 }
 
 impl core::fmt::Display for Violation {
