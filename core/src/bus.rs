@@ -349,6 +349,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             });
         }
         check_publisher_budget::<SLOT>(&self.shared.config, &plane.publishers)?;
+        self.shared.shield.prepare(agent);
         let n = self.shared.config.shards;
         let counters = Arc::new(PublisherCounters::new(n));
         plane.publishers.push(Arc::clone(&counters));

@@ -563,6 +563,7 @@ impl Run {
         let stats = self.bus.shield_stats();
         assert_eq!(stats.alerts_dropped, 0);
         assert_eq!(stats.hook_panics, 0);
+        assert_eq!(stats.unattributed, 0);
     }
 }
 

@@ -372,3 +372,16 @@ fn a_publish_after_set_policy_returned_is_checked_by_the_new_policy() {
         "the new policy refused the first publish after the switch"
     );
 }
+
+/// An agent registered after the policy was installed is still counted per agent (its
+/// counter row is made when its publisher is created, not when it first offends).
+#[test]
+fn an_agent_registered_after_set_policy_is_counted() {
+    let w = world();
+    w.install();
+    let late = w.bus.register_agent("late-comer").unwrap();
+    let mut p = w.bus.publisher(late).unwrap();
+    refused(p.try_publish(w.task()));
+    assert_eq!(w.bus.violations(late).get(ViolationKind::PublishDenied), 1);
+    assert_eq!(w.bus.shield_stats().unattributed, 0);
+}

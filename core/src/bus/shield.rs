@@ -24,6 +24,9 @@ pub struct ShieldStats {
     pub alerts_dropped: u64,
     /// Audit hook calls that panicked (caught; the violation was still returned).
     pub hook_panics: u64,
+    /// Violations counted in no agent's row (0 unless an agent's row could not be made
+    /// ahead; see [`Bus::violations`]).
+    pub unattributed: u64,
 }
 
 /// The publisher subscribe-time alerts go out on, made at the first refused subscribe.
@@ -42,11 +45,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         let alert_type = self.register_event_type(SECURITY_EVENT_TYPE)?;
         let alert_source = self.register_agent(SHIELD_AGENT)?;
         let compiled = Compiled::new(&policy, self.shared.agent_count(), self.shared.type_count())?;
-        self.shared.shield.set(Installed {
-            compiled,
-            alert_type,
-            alert_source,
-        });
+        self.shared.shield.set(
+            Installed {
+                compiled,
+                alert_type,
+                alert_source,
+            },
+            self.shared.agent_count(),
+        );
         Ok(())
     }
 
@@ -67,11 +73,13 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// Counts of the alerts and audit hook calls.
     pub fn shield_stats(&self) -> ShieldStats {
-        let (alerts_published, alerts_dropped, hook_panics) = self.shared.shield.alert_counts();
+        let (alerts_published, alerts_dropped, hook_panics, unattributed) =
+            self.shared.shield.alert_counts();
         ShieldStats {
             alerts_published,
             alerts_dropped,
             hook_panics,
+            unattributed,
         }
     }
 
@@ -79,6 +87,9 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// as an alert and returned as `BusError::Policy`. Call before taking the plane lock
     /// (raising an alert may create a publisher).
     pub(crate) fn police_subscription(&self, s: &Subscription) -> Result<(), BusError> {
+        if let Some(agent) = s.agent {
+            self.shared.shield.prepare(agent);
+        }
         let Err(refused) = self
             .shared
             .shield

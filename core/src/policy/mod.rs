@@ -13,6 +13,7 @@
 //!   the `system.security` event published on the bus. Nothing is refused in silence.
 
 mod compiled;
+mod counters;
 mod rules;
 mod shield;
 mod token_bucket;

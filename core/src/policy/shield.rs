@@ -11,14 +11,15 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
 use crate::event::Event;
-use crate::names::{AgentId, EventType, MAX_AGENTS};
+use crate::names::{AgentId, EventType};
 use crate::policy::compiled::{Compiled, PublishRequest};
-use crate::policy::violation::{SecurityAlert, Violation, ViolationCounts, ViolationKind};
+use crate::policy::counters::ViolationTable;
+use crate::policy::violation::{SecurityAlert, Violation, ViolationCounts};
 use crate::priority::Priority;
 
 /// A policy as installed: compiled, with where its alerts go.
@@ -49,17 +50,13 @@ impl Refused {
     }
 }
 
-/// Counts are kept per agent and per kind; one extra row for anonymous subscriptions.
-const ROWS: usize = MAX_AGENTS + 1;
-
 /// The enforcement point.
 #[derive(Default)]
 pub(crate) struct Shield {
     enabled: AtomicBool,
     current: ArcSwapOption<Installed>,
-    /// `ROWS x ViolationKind::COUNT` counters, allocated with the first policy (so a bus
-    /// that never sets one does not pay for them) and kept across reloads.
-    counts: OnceLock<Box<[AtomicU64]>>,
+    /// Per agent and kind, kept across reloads; rows allocated as agents are prepared.
+    counts: ViolationTable,
     alerts_published: AtomicU64,
     alerts_dropped: AtomicU64,
     hook_panics: AtomicU64,
@@ -75,14 +72,22 @@ impl core::fmt::Debug for Shield {
 
 impl Shield {
     /// Installs `policy`; publishes that start after this returns are checked by it.
-    pub(crate) fn set(&self, policy: Installed) {
-        self.counts.get_or_init(|| {
-            (0..ROWS * ViolationKind::COUNT)
-                .map(|_| AtomicU64::new(0))
-                .collect()
-        });
+    /// `agents`: how many agents are registered (their counter rows are made here).
+    pub(crate) fn set(&self, policy: Installed, agents: u32) {
+        for a in 0..agents {
+            self.counts.prepare(AgentId(a));
+        }
+        self.counts.prepare(Violation::ANONYMOUS);
         self.current.store(Some(Arc::new(policy)));
         self.enabled.store(true, Ordering::Release);
+    }
+
+    /// Makes `agent`'s counter row, if a policy was ever installed (a publisher's agent,
+    /// when it is created: control plane, so counting a violation never allocates).
+    pub(crate) fn prepare(&self, agent: AgentId) {
+        if self.current.load().is_some() {
+            self.counts.prepare(agent);
+        }
     }
 
     /// Removes the policy: everything is allowed again, unchecked.
@@ -138,11 +143,7 @@ impl Shield {
     /// Counts a violation and calls the audit hook (a panicking hook is caught and
     /// counted: it runs inside a publish, which must not unwind half-done).
     fn refuse(&self, installed: &Installed, violation: Violation) -> Refused {
-        if let Some(counts) = self.counts.get() {
-            let row = row(violation.agent);
-            counts[row * ViolationKind::COUNT + violation.kind.index()]
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.counts.count(&violation);
         if let Some(hook) = &installed.compiled.hook {
             if catch_unwind(AssertUnwindSafe(|| hook(&violation))).is_err() {
                 self.hook_panics.fetch_add(1, Ordering::Relaxed);
@@ -158,14 +159,7 @@ impl Shield {
     /// Violations counted for `agent` (`None`: anonymous subscriptions), across every
     /// policy installed so far.
     pub(crate) fn counts(&self, agent: Option<AgentId>) -> ViolationCounts {
-        let mut out = ViolationCounts::default();
-        if let Some(counts) = self.counts.get() {
-            let row = row(agent.unwrap_or(Violation::ANONYMOUS));
-            for (i, c) in out.0.iter_mut().enumerate() {
-                *c = counts[row * ViolationKind::COUNT + i].load(Ordering::Relaxed);
-            }
-        }
-        out
+        self.counts.get(agent.unwrap_or(Violation::ANONYMOUS))
     }
 
     /// Notes an alert queued on the bus.
@@ -179,23 +173,15 @@ impl Shield {
         self.alerts_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(alerts published, alerts dropped for want of ring space, audit hook panics)`.
-    pub(crate) fn alert_counts(&self) -> (u64, u64, u64) {
+    /// `(alerts published, alerts dropped for want of ring space, audit hook panics,
+    /// violations counted without a row)`.
+    pub(crate) fn alert_counts(&self) -> (u64, u64, u64, u64) {
         (
             self.alerts_published.load(Ordering::Relaxed),
             self.alerts_dropped.load(Ordering::Relaxed),
             self.hook_panics.load(Ordering::Relaxed),
+            self.counts.unattributed(),
         )
-    }
-}
-
-/// The counter row of an agent: its id, or the last row for anonymous subscriptions.
-fn row(agent: AgentId) -> usize {
-    let i = agent.raw() as usize;
-    if i < MAX_AGENTS {
-        i
-    } else {
-        MAX_AGENTS
     }
 }
 
@@ -203,14 +189,18 @@ fn row(agent: AgentId) -> usize {
 mod tests {
     use super::*;
     use crate::policy::rules::{AgentPolicy, Policy};
+    use crate::policy::violation::ViolationKind;
     use std::sync::Mutex;
 
     fn install(shield: &Shield, policy: &Policy) {
-        shield.set(Installed {
-            compiled: Compiled::new(policy, 4, 16).unwrap(),
-            alert_type: EventType(9),
-            alert_source: AgentId(3),
-        });
+        shield.set(
+            Installed {
+                compiled: Compiled::new(policy, 4, 16).unwrap(),
+                alert_type: EventType(9),
+                alert_source: AgentId(3),
+            },
+            4,
+        );
     }
 
     fn req(agent: u32, ty: u16) -> PublishRequest {
@@ -282,5 +272,6 @@ mod tests {
         std::panic::set_hook(prev);
         assert!(r.is_err());
         assert_eq!(shield.alert_counts().2, 1);
+        assert_eq!(shield.alert_counts().3, 0);
     }
 }
