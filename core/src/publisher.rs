@@ -93,6 +93,8 @@ pub struct Publisher<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
     counters: Arc<PublisherCounters>,
     busy: BusyFlag,
+    /// This publisher's view of the security policy (`publisher/police.rs`).
+    policy: crate::policy::PolicyCache,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Publisher<SLOT> {
@@ -124,6 +126,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             index,
             next_seq: 1,
             lanes,
+            policy: shared.shield.cache(),
             shared,
             counters,
             busy,
@@ -336,13 +339,13 @@ impl<const SLOT: usize> Publisher<SLOT> {
         if mask != 0 && !self.room(mask, priority, count_full) {
             return Err(Failure::Full);
         }
-        if let Err(refused) = police::police(&self.shared.shield, &self.shared.clock, self.agent, h)
-        {
+        let now = self.shared.clock.now_ns();
+        let policed = police::police(&self.shared.shield, &mut self.policy, self.agent, h, now);
+        if let Err(refused) = policed {
             self.raise(&refused);
             return Err(Failure::Policy(refused.violation));
         }
         let id = self.next_id();
-        let now = self.shared.clock.now_ns();
         event.stamp(id, self.agent, at_ns.unwrap_or(now));
         event.set_scheduled(at_ns.is_some());
         self.counters.published.incr(priority);
@@ -395,18 +398,20 @@ impl<const SLOT: usize> Publisher<SLOT> {
                 .with_correlation_id(draft.correlation_id);
             event.set_destination(draft.destination);
             event.set_payload(payload)?;
+            let now = self.shared.clock.now_ns();
             let policed = police::police(
                 &self.shared.shield,
-                &self.shared.clock,
+                &mut self.policy,
                 self.agent,
                 event.header(),
+                now,
             );
             if let Err(refused) = policed {
                 self.raise(&refused);
                 return Err(Failure::Policy(refused.violation).with(()));
             }
             let id = self.next_id();
-            event.stamp(id, self.agent, self.shared.clock.now_ns());
+            event.stamp(id, self.agent, now);
             self.counters.published.incr(priority);
             self.unroutable(&event, priority);
             return Ok(Receipt { id, shards: 0 });
@@ -435,9 +440,10 @@ impl<const SLOT: usize> Publisher<SLOT> {
         // slot is committed: a refused event is never visible to the shard.
         let policed = police::police(
             &self.shared.shield,
-            &self.shared.clock,
+            &mut self.policy,
             agent,
             event.header(),
+            now,
         );
         if let Err(refused) = policed {
             drop(chunk);

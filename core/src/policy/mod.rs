@@ -21,7 +21,7 @@ mod violation;
 
 pub(crate) use compiled::{Compiled, PublishRequest};
 pub use rules::{AgentPolicy, AuditHook, DefaultRule, Policy};
-pub(crate) use shield::{Installed, Refused, Shield};
+pub(crate) use shield::{Installed, PolicyCache, Refused, Shield};
 pub use token_bucket::Rate;
 pub use violation::{
     SecurityAlert, Violation, ViolationCounts, ViolationKind, SECURITY_EVENT_TYPE,

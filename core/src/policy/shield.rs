@@ -2,17 +2,19 @@
 //! reads, swaps it while traffic flows, and records every violation (counted per agent
 //! and kind, handed to the audit hook).
 //!
-//! Hot reload: the policy sits in an `ArcSwapOption`, which readers load without a lock
-//! (arc-swap's debt slots: a few atomic operations, no allocation). `enabled` says whether
-//! a policy is installed at all; with none, a publish pays one relaxed-cost load and one
-//! predictable branch. `set` stores the policy *before* setting `enabled` (release), and
-//! a publish loads `enabled` (acquire) *before* the policy, so a publish that starts after
-//! `set` returned (in happens-before order) loads that policy or a newer one.
+//! Hot reload: the policy sits in an `ArcSwapOption`. Each publisher reads it through its
+//! own `arc_swap::Cache` ([`PolicyCache`]): one atomic load of the pointer and a compare
+//! on every publish, a full load only after a reload. `enabled` says whether a policy is
+//! installed at all; without one a publish pays one load and one predictable branch.
+//! `set` stores the policy *before* setting `enabled` (release), and a publish loads
+//! `enabled` (acquire) *before* the pointer, so a publish that starts after `set`
+//! returned (in happens-before order) uses that policy or a newer one.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use arc_swap::cache::Cache;
 use arc_swap::ArcSwapOption;
 
 use crate::event::Event;
@@ -50,11 +52,14 @@ impl Refused {
     }
 }
 
+/// A publisher's view of the installed policy: re-read only when it changed.
+pub(crate) struct PolicyCache(Cache<Arc<ArcSwapOption<Installed>>, Option<Arc<Installed>>>);
+
 /// The enforcement point.
 #[derive(Default)]
 pub(crate) struct Shield {
     enabled: AtomicBool,
-    current: ArcSwapOption<Installed>,
+    current: Arc<ArcSwapOption<Installed>>,
     /// Per agent and kind, kept across reloads; rows allocated as agents are prepared.
     counts: ViolationTable,
     alerts_published: AtomicU64,
@@ -102,16 +107,21 @@ impl Shield {
         self.enabled.load(Ordering::Acquire)
     }
 
-    /// Checks a publish against the installed policy (call only when `is_on`). A
+    /// A cache of the installed policy for one publisher.
+    pub(crate) fn cache(&self) -> PolicyCache {
+        PolicyCache(Cache::new(Arc::clone(&self.current)))
+    }
+
+    /// Checks a publish against the policy in `cache` (call only when `is_on`). A
     /// violation is counted and handed to the audit hook before it is returned.
-    #[inline(never)]
+    #[inline]
     pub(crate) fn check_publish(
         &self,
+        cache: &mut PolicyCache,
         request: &PublishRequest,
         now_ns: impl FnOnce() -> u64,
     ) -> Result<(), Refused> {
-        let guard = self.current.load();
-        let Some(installed) = guard.as_deref() else {
+        let Some(installed) = cache.0.load().as_deref() else {
             return Ok(());
         };
         installed
@@ -142,6 +152,8 @@ impl Shield {
 
     /// Counts a violation and calls the audit hook (a panicking hook is caught and
     /// counted: it runs inside a publish, which must not unwind half-done).
+    #[cold]
+    #[inline(never)]
     fn refuse(&self, installed: &Installed, violation: Violation) -> Refused {
         self.counts.count(&violation);
         if let Some(hook) = &installed.compiled.hook {
@@ -225,8 +237,11 @@ mod tests {
                 .on_violation(move |v| log.lock().unwrap().push(*v)),
         );
         assert!(shield.is_on());
-        assert!(shield.check_publish(&req(1, 2), || 0).is_ok());
-        let r = shield.check_publish(&req(1, 3), || 0).unwrap_err();
+        let mut cache = shield.cache();
+        assert!(shield.check_publish(&mut cache, &req(1, 2), || 0).is_ok());
+        let r = shield
+            .check_publish(&mut cache, &req(1, 3), || 0)
+            .unwrap_err();
         assert_eq!(r.violation.kind, ViolationKind::PublishDenied);
         assert_eq!((r.alert_type, r.alert_source), (EventType(9), AgentId(3)));
         assert!(shield.check_subscribe(None, &[EventType(2)]).is_err());
@@ -249,10 +264,11 @@ mod tests {
     #[test]
     fn a_reload_applies_to_the_next_check_and_keeps_the_counts() {
         let shield = Shield::default();
+        let mut cache = shield.cache();
         install(&shield, &Policy::deny_by_default());
-        assert!(shield.check_publish(&req(0, 0), || 0).is_err());
+        assert!(shield.check_publish(&mut cache, &req(0, 0), || 0).is_err());
         install(&shield, &Policy::allow_by_default());
-        assert!(shield.check_publish(&req(0, 0), || 0).is_ok());
+        assert!(shield.check_publish(&mut cache, &req(0, 0), || 0).is_ok());
         assert_eq!(shield.counts(Some(AgentId(0))).total(), 1);
         shield.clear();
         assert!(!shield.is_on());
@@ -268,7 +284,7 @@ mod tests {
         );
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let r = shield.check_publish(&req(0, 0), || 0);
+        let r = shield.check_publish(&mut shield.cache(), &req(0, 0), || 0);
         std::panic::set_hook(prev);
         assert!(r.is_err());
         assert_eq!(shield.alert_counts().2, 1);

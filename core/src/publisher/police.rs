@@ -12,17 +12,19 @@
 
 use crate::event::{Event, Header};
 use crate::names::AgentId;
-use crate::policy::{PublishRequest, Refused, Shield};
+use crate::policy::{PolicyCache, PublishRequest, Refused, Shield};
 use crate::priority::Priority;
 use crate::publisher::{copy_into, Publisher};
 
-/// Checks a publish of the event described by `header` by `agent`.
+/// Checks a publish of the event described by `header` by `agent` at `now_ns` (the
+/// publisher's own clock reading, used for rate limits).
 #[inline(always)]
 pub(super) fn police(
     shield: &Shield,
-    clock: &crate::clock::Clock,
+    cache: &mut PolicyCache,
     agent: AgentId,
     header: &Header,
+    now_ns: u64,
 ) -> Result<(), Refused> {
     if !shield.is_on() {
         return Ok(());
@@ -33,7 +35,7 @@ pub(super) fn police(
         destination: header.destination(),
         payload_len: header.payload_len(),
     };
-    shield.check_publish(&request, || clock.now_ns())
+    shield.check_publish(cache, &request, || now_ns)
 }
 
 impl<const SLOT: usize> Publisher<SLOT> {
