@@ -446,7 +446,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             now,
         );
         if let Err(refused) = policed {
-            drop(chunk);
+            // The chunk is never committed: the slot stays free, the shard sees nothing.
             self.raise(&refused);
             return Err(Failure::Policy(refused.violation).with(()));
         }
