@@ -170,12 +170,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         }
         let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
-        let dead_letters = Arc::new(DeadLetters::new(
-            config.dead_letter_capacity,
-            config.dead_letter_policy,
-            hook,
-        ));
-        let schedule = Arc::new(Schedule::with_capacity(config.timer_capacity));
+        let oom = |what| move |_| BusError::OutOfMemory { what };
+        let dead_letters = Arc::new(
+            DeadLetters::try_new(config.dead_letter_capacity, config.dead_letter_policy, hook)
+                .map_err(oom("dead-letter ring"))?,
+        );
+        let schedule = Arc::new(
+            Schedule::try_with_capacity(config.timer_capacity).map_err(oom("schedule table"))?,
+        );
         let redrives: Vec<Arc<RedriveQueue<SLOT>>> = (0..n)
             .map(|_| Arc::new(RedriveQueue::new(config.dead_letter_capacity)))
             .collect();
@@ -203,15 +205,16 @@ impl<const SLOT: usize> Bus<SLOT> {
             .enumerate()
             .map(|(i, rx)| {
                 let c = &shared.config;
-                let retries = Retries::new(
+                let retries = Retries::try_new(
                     c,
                     Arc::clone(&dead_letters),
                     Arc::clone(&schedule),
                     i,
                     Arc::clone(&shard_shared[i]),
                     shared.clock.now_ns(),
-                );
-                Shard::new(
+                )
+                .map_err(oom("timer wheel"))?;
+                Ok(Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
                     rx,
@@ -220,9 +223,9 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, BusError>>()?;
         let mut bus = Bus {
             shared,
             shards: Mutex::new(None),

@@ -274,6 +274,13 @@ pub enum BusError {
     /// audited and raised as a `system.security` event like a refused publish.
     #[error("refused by policy: {0}")]
     Policy(crate::policy::Violation),
+    /// The allocator refused one of the bus's preallocated structures (`try_reserve`),
+    /// within the memory budget. Nothing was half-built.
+    #[error("out of memory allocating the {what}")]
+    OutOfMemory {
+        /// Which structure.
+        what: &'static str,
+    },
     /// A metadata table in the event header is full.
     #[error("an event holds at most {max} metadata entries")]
     MetadataFull {

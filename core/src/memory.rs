@@ -162,6 +162,17 @@ mod tests {
         assert_eq!(f.with_publishers(usize::MAX), usize::MAX);
     }
 
+    /// The fixed structures are allocated with `try_reserve`: a request the allocator
+    /// cannot meet is an error, not an abort (here one that overflows the address space).
+    #[test]
+    fn preallocations_report_failure_instead_of_aborting() {
+        use crate::dead_letters::{DeadLetterRing, FullPolicy};
+        assert!(TimerWheel::<[u8; 1 << 20]>::try_new(usize::MAX, 0).is_err());
+        assert!(DeadLetterRing::<[u8; 1 << 20]>::try_new(1 << 50, FullPolicy::RejectNew).is_err());
+        let ok = TimerWheel::<u64>::try_new(8, 0).unwrap();
+        assert_eq!(ok.capacity(), 8);
+    }
+
     #[test]
     fn default_configuration_is_a_few_mebibytes() {
         let f = MemoryFootprint::of::<256>(&Config::default());

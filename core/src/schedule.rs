@@ -62,10 +62,15 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Schedule {
-            pending: Mutex::new(HashMap::with_capacity(capacity)),
-        }
+    /// A table with room for `capacity` events; a failed allocation is an error.
+    pub(crate) fn try_with_capacity(
+        capacity: usize,
+    ) -> Result<Self, std::collections::TryReserveError> {
+        let mut pending = HashMap::new();
+        pending.try_reserve(capacity)?;
+        Ok(Schedule {
+            pending: Mutex::new(pending),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, u32>> {
