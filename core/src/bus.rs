@@ -31,7 +31,10 @@ use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, Subs
 use crate::targets::{Footprint, ShardTargets, TargetCounts};
 use crate::wait::Waiter;
 
+mod paced;
 mod shield;
+pub(crate) use paced::Pacer;
+pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
 pub use shield::{ShieldStats, SHIELD_AGENT};
 
 /// State shared by the bus, its publishers and its workers.
@@ -100,6 +103,56 @@ impl<const SLOT: usize> Shared<SLOT> {
         let _ = self.control[shard].send(msg);
         plane.sent[shard] += 1;
         plane.sent[shard]
+    }
+
+    /// Moves up to `max` dead letters that `select` picks to the redrive queues of the
+    /// shards they go to (see [`Bus::redrive`]); `target` redirects them all to one
+    /// subscription. Used by `redrive` and by paced redrives (`bus/paced.rs`).
+    pub(crate) fn redrive_letters(
+        &self,
+        max: usize,
+        target: Option<SubscriptionId>,
+        mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+    ) -> Result<usize, BusError> {
+        let plane = self.plane();
+        if let Some(t) = target {
+            if !plane.subscriptions.contains_key(&t) {
+                return Err(BusError::UnknownSubscription(t));
+            }
+        }
+        // Where each letter goes: its (or the target's) subscription's shard, or, for a
+        // letter without one, the first shard its event routes to now.
+        let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
+            match target.or(letter.subscription) {
+                Some(id) => plane
+                    .subscriptions
+                    .get(&id)
+                    .map(|r| (r.footprint.shard, Some(id))),
+                None => {
+                    let h = letter.event.header();
+                    let mask = self.targets.for_event(h.event_type(), h.destination());
+                    (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
+                }
+            }
+        };
+        let redrives = &self.redrives;
+        let sent = self.dead_letters.take_where(
+            max,
+            |letter| {
+                select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full())
+            },
+            |letter| {
+                if let Some((s, subscription)) = shard_of(&letter) {
+                    // Checked not full above, and only this function pushes to this queue,
+                    // under the plane lock: the push succeeds.
+                    let _ = redrives[s].push(Redrive {
+                        event: letter.event,
+                        subscription,
+                    });
+                }
+            },
+        );
+        Ok(sent)
     }
 
     /// Records an event nobody subscribed to in the dead letters, if the bus is set to.
@@ -640,53 +693,12 @@ impl<const SLOT: usize> Bus<SLOT> {
         &self,
         max: usize,
         target: Option<SubscriptionId>,
-        mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+        select: impl FnMut(&DeadLetter<SLOT>) -> bool,
     ) -> Result<usize, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let plane = self.shared.plane();
-        if let Some(t) = target {
-            if !plane.subscriptions.contains_key(&t) {
-                return Err(BusError::UnknownSubscription(t));
-            }
-        }
-        // Where each letter goes: its (or the target's) subscription's shard, or, for a
-        // letter without one, the first shard its event routes to now.
-        let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
-            match target.or(letter.subscription) {
-                Some(id) => plane
-                    .subscriptions
-                    .get(&id)
-                    .map(|r| (r.footprint.shard, Some(id))),
-                None => {
-                    let h = letter.event.header();
-                    let mask = self
-                        .shared
-                        .targets
-                        .for_event(h.event_type(), h.destination());
-                    (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
-                }
-            }
-        };
-        let redrives = &self.shared.redrives;
-        let sent = self.shared.dead_letters.take_where(
-            max,
-            |letter| {
-                select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full())
-            },
-            |letter| {
-                if let Some((s, subscription)) = shard_of(&letter) {
-                    // Checked not full above, and only the bus pushes to this queue, under
-                    // the plane lock: the push succeeds.
-                    let _ = redrives[s].push(Redrive {
-                        event: letter.event,
-                        subscription,
-                    });
-                }
-            },
-        );
-        Ok(sent)
+        self.shared.redrive_letters(max, target, select)
     }
 
     /// Cancels a scheduled event. True if it had not yet fired on every shard it went to

@@ -92,7 +92,7 @@ mod type_tag;
 mod wait;
 
 pub use backoff::{Jitter, RetryPolicy};
-pub use bus::{Bus, ShieldStats, SHIELD_AGENT};
+pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};

@@ -23,6 +23,7 @@ pub(crate) use compiled::{Compiled, PublishRequest};
 pub use rules::{AgentPolicy, AuditHook, DefaultRule, Policy};
 pub(crate) use shield::{Installed, PolicyCache, Refused, Shield};
 pub use token_bucket::Rate;
+pub(crate) use token_bucket::TokenBucket;
 pub use violation::{
     SecurityAlert, Violation, ViolationCounts, ViolationKind, SECURITY_EVENT_TYPE,
 };
