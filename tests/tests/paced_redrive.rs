@@ -207,3 +207,46 @@ fn bad_calls_are_typed_errors_and_close_ends_a_running_redrive() {
         BusError::Closed
     );
 }
+
+/// Worker mode, real clock: 20 letters at 100/s (burst 1) take about 190 ms, not one
+/// poll; all arrive.
+#[test]
+fn a_worker_shard_paces_in_real_time() {
+    let bus = Bus::builder().build().unwrap();
+    let agent = bus.register_agent("producer").unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (f, d) = (Arc::clone(&failing), Arc::clone(&delivered));
+    bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |_| {
+        if f.load(Ordering::Relaxed) {
+            Outcome::fail(1)
+        } else {
+            d.fetch_add(1, Ordering::Relaxed);
+            Outcome::Done
+        }
+    })
+    .unwrap();
+    let mut p = bus.publisher(agent).unwrap();
+    for _ in 0..20 {
+        p.publish(Event::new(EventType::AGENT_TASK)).unwrap();
+    }
+    assert!(bus.wait_idle(Duration::from_secs(10)));
+    assert_eq!(bus.dead_letters().len(), 20);
+    failing.store(false, Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    let job = bus
+        .redrive_paced(20, Rate::new(100, 1).unwrap(), None, |_| true)
+        .unwrap();
+    while job.ended().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "pacer stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    assert_eq!(job.ended(), Some(PaceEnd::Done));
+    assert!(
+        took >= Duration::from_millis(180),
+        "20 at 100/s took only {took:?}"
+    );
+    assert!(bus.wait_idle(Duration::from_secs(10)));
+    assert_eq!(delivered.load(Ordering::Relaxed), 20);
+}
