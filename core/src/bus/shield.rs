@@ -110,7 +110,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             *slot = self.publisher(refused.alert_source).ok();
         }
         match slot.as_mut() {
-            Some(publisher) => publisher.raise(refused),
+            Some(publisher) => publisher.raise_gated(refused),
             None => self.shared.shield.alert_dropped(),
         }
     }

@@ -39,9 +39,20 @@ pub(super) fn police(
 }
 
 impl<const SLOT: usize> Publisher<SLOT> {
+    /// Raises an alert from outside a publish (a refused subscribe), inside the intake
+    /// gate like a publish, so `close` either waits for it or it is counted as dropped.
+    pub(crate) fn raise_gated(&mut self, refused: &Refused) {
+        if !self.shared.intake.enter(&self.busy) {
+            self.shared.shield.alert_dropped();
+            return;
+        }
+        self.raise(refused);
+        self.shared.intake.exit(&self.busy);
+    }
+
     /// Publishes the alert for `refused` on this publisher's rings, as the shield's agent.
     #[cold]
-    pub(crate) fn raise(&mut self, refused: &Refused) {
+    pub(super) fn raise(&mut self, refused: &Refused) {
         let mut alert: Event<SLOT> = refused.alert();
         let priority = Priority::High;
         let mask = self.shared.targets.for_event(refused.alert_type, None);
