@@ -35,6 +35,13 @@
 //!   if the bus is set to, dead-lettered. `close` delivers everything accepted.
 //! - **Ordering**: FIFO per publisher per priority to each subscription. Nothing between
 //!   priorities or publishers; a retried event is out of order by design.
+//! - **Memory**: what a configuration implies is checked against a budget before it is
+//!   allocated ([`MemoryFootprint`], [`BusBuilder::memory_budget`]): a typed error, never
+//!   an out-of-memory abort.
+//! - **Security policy** (optional, [`Bus::set_policy`], [`Policy`]): checked at publish
+//!   and subscribe; a violation is a typed error with the event, counted per agent and
+//!   kind, audited, and raised as a `system.security` event. Without a policy a publish
+//!   pays one branch.
 //!
 //! ## Example
 //!
