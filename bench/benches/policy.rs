@@ -27,7 +27,7 @@ use common::{done, relax, timed, Probe, Task, CAPACITY};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dreamnet_bus::{
     AgentId, AgentPolicy, Bus, Event, EventType, Filter, Outcome, Policy, PublishError, Rate,
-    RunMode, WaitStrategy,
+    WaitStrategy,
 };
 
 fn acl(agent: AgentId) -> AgentPolicy {
@@ -65,7 +65,7 @@ fn end_to_end(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let d = done();
     let bus = Bus::builder()
-        .mode(RunMode::Workers { pin: false })
+        .pinned(false)
         .wait_strategy(WaitStrategy::Yield)
         .ring_capacity_all(CAPACITY)
         .build()
@@ -102,10 +102,9 @@ fn end_to_end(c: &mut Criterion) {
 fn publish_poll(c: &mut Criterion) {
     let mut g = c.benchmark_group("policy_publish_poll_256B");
     g.throughput(Throughput::Elements(1));
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .ring_capacity_all(CAPACITY)
-        .build()
+        .build_polled()
         .expect("bus");
     let agent = bus.register_agent("bench-producer").expect("agent");
     let mut sum = 0u64;
@@ -115,7 +114,6 @@ fn publish_poll(c: &mut Criterion) {
         Outcome::Done
     })
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut publisher = bus.publisher(agent).expect("publisher");
     for name in ROWS {
         install(&bus, agent, name);
@@ -177,10 +175,9 @@ fn poll_batch(
 fn interleaved(_: &mut Criterion) {
     const ROUNDS: usize = 300;
     const BATCH: u64 = 4096;
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .ring_capacity_all(CAPACITY)
-        .build()
+        .build_polled()
         .expect("bus");
     let agent = bus.register_agent("bench-producer").expect("agent");
     let mut sum = 0u64;
@@ -190,7 +187,6 @@ fn interleaved(_: &mut Criterion) {
         Outcome::Done
     })
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut publisher = bus.publisher(agent).expect("publisher");
     let modes = ["off", "acl", "full"];
     let mut ns = vec![Vec::with_capacity(ROUNDS); modes.len()];
@@ -213,7 +209,7 @@ fn interleaved(_: &mut Criterion) {
     const E2E_ROUNDS: usize = 100;
     let d = done();
     let bus = Bus::builder()
-        .mode(RunMode::Workers { pin: false })
+        .pinned(false)
         .wait_strategy(WaitStrategy::Yield)
         .ring_capacity_all(CAPACITY)
         .build()

@@ -2,33 +2,30 @@
 //! control plane (it may lock and allocate); the hot path is in `publisher` and `shard`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
-use crossbeam_channel::{unbounded, Sender};
-
-use crate::clock::Clock;
 use crate::config::{BusBuilder, Config, RunMode};
-use crate::dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason};
-use crate::envelope::Envelope;
+use crate::dead_letters::{DeadLetter, DeadLetterHook, DeadLetters};
 use crate::error::BusError;
-use crate::event::{Event, DEFAULT_SLOT};
-use crate::intake::Intake;
+use crate::event::DEFAULT_SLOT;
 use crate::lanes::lane_set;
+use crate::mailbox::Mailbox;
 use crate::names::{AgentId, EventType, MetaKey, Names};
 use crate::outcome::Outcome;
 use crate::priority::Priority;
+use crate::progress::ShardProgress;
 use crate::publisher::{Publisher, MAX_PUBLISHERS};
 use crate::retry::Retries;
 use crate::router::{NewMember, Router};
 use crate::schedule::{Schedule, ScheduleToken};
-use crate::shard::{Control, Redrive, RedriveQueue, Shard, ShardShared};
+use crate::shard::{Control, Redrive, RedriveQueue, Shard, SharedCounters};
+use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
-use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
-use crate::targets::{Footprint, ShardTargets, TargetCounts};
+use crate::subscription::{Balance, Delivery, GroupId, Subscription, SubscriptionId};
+use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
 mod paced;
@@ -37,36 +34,14 @@ pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
 pub use shield::{ShieldStats, SHIELD_AGENT};
 
-/// State shared by the bus, its publishers and its workers.
-pub(crate) struct Shared<const SLOT: usize> {
-    pub(crate) config: Config,
-    pub(crate) clock: Clock,
-    pub(crate) intake: Intake,
-    pub(crate) targets: ShardTargets,
-    /// Interned counts, mirrored from `plane.names` for lock-free id checks.
-    agent_count: AtomicU32,
-    type_count: AtomicU32,
-    pub(crate) control: Vec<Sender<Control<SLOT>>>,
-    pub(crate) shards: Vec<Arc<ShardShared>>,
-    pub(crate) dead_letters: Arc<DeadLetters<SLOT>>,
-    pub(crate) schedule: Arc<Schedule>,
-    /// The security policy, if one is set (see `bus/shield.rs`).
-    pub(crate) shield: crate::policy::Shield,
-    /// Each shard's queue of redriven dead letters.
-    redrives: Vec<Arc<RedriveQueue<SLOT>>>,
-    plane: Mutex<Plane>,
-}
-
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]
-struct Plane {
+pub(crate) struct Plane {
     names: Names,
     subscriptions: HashMap<SubscriptionId, SubRecord>,
     groups: HashMap<String, GroupId>,
     group_records: Vec<GroupRecord>,
     counts: TargetCounts,
-    /// Control messages sent per shard (compared with each shard's `applied`).
-    sent: Vec<u64>,
     publishers: Vec<Arc<PublisherCounters>>,
     next_subscription: u64,
     next_shard: usize,
@@ -82,104 +57,16 @@ struct GroupRecord {
     retry: crate::backoff::RetryPolicy,
 }
 
-impl<const SLOT: usize> Shared<SLOT> {
-    pub(crate) fn agent_count(&self) -> u32 {
-        self.agent_count.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn type_count(&self) -> u32 {
-        self.type_count.load(Ordering::Acquire)
-    }
-
-    fn plane(&self) -> MutexGuard<'_, Plane> {
-        // Control-plane operations finish their updates before anything can panic, so
-        // the state behind a poisoned lock is consistent.
-        self.plane.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends a control message to a shard, counting it for `unsubscribe`'s wait.
-    fn send(&self, plane: &mut Plane, shard: usize, msg: Control<SLOT>) -> u64 {
-        // A shard whose receiver is gone has stopped; the bus is closed then.
-        let _ = self.control[shard].send(msg);
-        plane.sent[shard] += 1;
-        plane.sent[shard]
-    }
-
-    /// Moves up to `max` dead letters that `select` picks to the redrive queues of the
-    /// shards they go to (see [`Bus::redrive`]); `target` redirects them all to one
-    /// subscription. Used by `redrive` and by paced redrives (`bus/paced.rs`).
-    pub(crate) fn redrive_letters(
-        &self,
-        max: usize,
-        target: Option<SubscriptionId>,
-        mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
-    ) -> Result<usize, BusError> {
-        let plane = self.plane();
-        if let Some(t) = target {
-            if !plane.subscriptions.contains_key(&t) {
-                return Err(BusError::UnknownSubscription(t));
-            }
-        }
-        // Where each letter goes: its (or the target's) subscription's shard, or, for a
-        // letter without one, the first shard its event routes to now.
-        let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
-            match target.or(letter.subscription) {
-                Some(id) => plane
-                    .subscriptions
-                    .get(&id)
-                    .map(|r| (r.footprint.shard, Some(id))),
-                None => {
-                    let h = letter.event.header();
-                    let mask = self.targets.for_event(h.event_type(), h.destination());
-                    (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
-                }
-            }
-        };
-        let redrives = &self.redrives;
-        let sent = self.dead_letters.take_where(
-            max,
-            |letter| {
-                select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full())
-            },
-            |letter| {
-                if let Some((s, subscription)) = shard_of(&letter) {
-                    // Checked not full above, and only this function pushes to this queue,
-                    // under the plane lock: the push succeeds.
-                    let _ = redrives[s].push(Redrive {
-                        event: letter.event,
-                        subscription,
-                    });
-                }
-            },
-        );
-        Ok(sent)
-    }
-
-    /// Records an event nobody subscribed to in the dead letters, if the bus is set to.
-    pub(crate) fn dead_letter_unroutable(&self, event: &Event<SLOT>) {
-        if !self.config.dead_letter_unroutable {
-            return;
-        }
-        let now = self.clock.now_ns();
-        self.dead_letters.record(DeadLetter {
-            event: event.clone(),
-            envelope: Envelope::default(),
-            subscription: None,
-            reason: DeadReason::NoSubscriber,
-            attempts: 0,
-            last_error: None,
-            first_attempt_ns: now,
-            last_attempt_ns: now,
-            shard: 0,
-        });
-    }
-}
-
 /// An in-process event bus. See the crate documentation for the picture and the contract.
 pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
-    /// Poll mode: the shards until `take_shards`.
-    shards: Mutex<Option<Vec<Shard<SLOT>>>>,
+    /// Control-plane bookkeeping (names, subscriptions, groups), under one lock. In an
+    /// `Arc` so a paced redrive (`bus/paced.rs`) can route letters from a shard's thread.
+    plane: Arc<Mutex<Plane>>,
+    /// Each shard's counters (for `stats`).
+    shard_counters: Vec<SharedCounters>,
+    /// Each shard's progress through its control messages (for `unsubscribe`).
+    shard_progress: Vec<Arc<ShardProgress>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
@@ -204,24 +91,25 @@ impl Bus<DEFAULT_SLOT> {
 }
 
 impl<const SLOT: usize> Bus<SLOT> {
+    fn plane(&self) -> MutexGuard<'_, Plane> {
+        lock_plane(&self.plane)
+    }
+
     /// A builder for a bus with `SLOT`-byte slots.
     pub fn builder_with_slot() -> BusBuilder<SLOT> {
         BusBuilder::new()
     }
 
+    /// Builds a bus; returns its shards in poll mode (none in worker mode: the workers
+    /// own them).
     pub(crate) fn from_config(
         config: Config,
         hook: Option<DeadLetterHook<SLOT>>,
-    ) -> Result<Self, BusError> {
+    ) -> Result<(Self, Vec<Shard<SLOT>>), BusError> {
         let n = config.shards;
-        let mut senders = Vec::with_capacity(n);
-        let mut receivers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = unbounded();
-            senders.push(tx);
-            receivers.push(rx);
-        }
-        let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
+        let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
+        let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
+        let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
         let oom = |what| move |_| BusError::OutOfMemory { what };
         let dead_letters = Arc::new(
@@ -234,44 +122,35 @@ impl<const SLOT: usize> Bus<SLOT> {
         let redrives: Vec<Arc<RedriveQueue<SLOT>>> = (0..n)
             .map(|_| Arc::new(RedriveQueue::new(config.dead_letter_capacity)))
             .collect();
-        let shared = Arc::new(Shared {
-            clock: config.clock.clone(),
-            intake: Intake::default(),
-            targets: ShardTargets::default(),
-            agent_count: AtomicU32::new(names.agent_count()),
-            type_count: AtomicU32::new(names.event_type_count()),
-            control: senders,
-            shards: shard_shared.clone(),
-            dead_letters: Arc::clone(&dead_letters),
-            schedule: Arc::clone(&schedule),
-            shield: crate::policy::Shield::default(),
-            redrives: redrives.clone(),
-            plane: Mutex::new(Plane {
-                names,
-                sent: vec![0; n],
-                ..Plane::default()
-            }),
+        let shared = Arc::new(Shared::new(
             config,
-        });
-        let shards: Vec<Shard<SLOT>> = receivers
+            names.agent_count(),
+            names.event_type_count(),
+            mailboxes,
+            Arc::clone(&dead_letters),
+            Arc::clone(&schedule),
+            redrives.clone(),
+        ));
+        let shards: Vec<Shard<SLOT>> = inboxes
             .into_iter()
             .enumerate()
-            .map(|(i, rx)| {
+            .map(|(i, inbox)| {
                 let c = &shared.config;
                 let retries = Retries::try_new(
                     c,
                     Arc::clone(&dead_letters),
                     Arc::clone(&schedule),
                     i,
-                    Arc::clone(&shard_shared[i]),
+                    Arc::clone(&shard_counters[i]),
                     shared.clock.now_ns(),
                 )
                 .map_err(oom("timer wheel"))?;
                 Ok(Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
-                    rx,
-                    Arc::clone(&shard_shared[i]),
+                    inbox,
+                    Arc::clone(&shard_counters[i]),
+                    Arc::clone(&shard_progress[i]),
                     shared.clock.clone(),
                     c.starvation_guard,
                     retries,
@@ -281,18 +160,23 @@ impl<const SLOT: usize> Bus<SLOT> {
             .collect::<Result<_, BusError>>()?;
         let mut bus = Bus {
             shared,
-            shards: Mutex::new(None),
+            plane: Arc::new(Mutex::new(Plane {
+                names,
+                ..Plane::default()
+            })),
+            shard_counters,
+            shard_progress,
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
             alert_publisher: Mutex::new(None),
         };
         match bus.shared.config.mode {
-            RunMode::Poll => {
-                *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards)
+            RunMode::Poll => Ok((bus, shards)),
+            RunMode::Workers { pin } => {
+                bus.spawn_workers(shards, pin)?;
+                Ok((bus, Vec::new()))
             }
-            RunMode::Workers { pin } => bus.spawn_workers(shards, pin)?,
         }
-        Ok(bus)
     }
 
     fn spawn_workers(&mut self, shards: Vec<Shard<SLOT>>, pin: bool) -> Result<(), BusError> {
@@ -305,14 +189,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut handles = Vec::new();
         for (i, mut shard) in shards.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let stats = Arc::clone(&self.shared.shards[i]);
+            let counters = Arc::clone(&self.shard_counters[i]);
             let handle = std::thread::Builder::new()
                 .name(format!("dreamnet-shard-{i}"))
                 .spawn(move || {
                     if pin {
                         let pinned = core.is_some_and(core_affinity::set_for_current);
                         if !pinned {
-                            stats.counters.pin_failed.incr();
+                            counters.pin_failed.incr();
                         }
                     }
                     run_worker(&mut shard, wait);
@@ -337,64 +221,76 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// Interns an agent name (idempotent).
     pub fn register_agent(&self, name: &str) -> Result<AgentId, BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let id = plane.names.intern_agent(name)?;
-        self.shared
-            .agent_count
-            .store(plane.names.agent_count(), Ordering::Release);
+        self.shared.set_agent_count(plane.names.agent_count());
         Ok(id)
     }
 
     /// Interns a custom event type (idempotent; a built-in name returns the built-in type).
     pub fn register_event_type(&self, name: &str) -> Result<EventType, BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let ty = plane.names.intern_event_type(name)?;
-        self.shared
-            .type_count
-            .store(plane.names.event_type_count(), Ordering::Release);
+        self.shared.set_type_count(plane.names.event_type_count());
         Ok(ty)
     }
 
     /// Interns a metadata key (idempotent).
     pub fn register_meta_key(&self, name: &str) -> Result<MetaKey, BusError> {
-        Ok(self.shared.plane().names.intern_meta_key(name)?)
+        Ok(self.plane().names.intern_meta_key(name)?)
     }
 
     /// The id of an agent registered before.
     pub fn agent(&self, name: &str) -> Option<AgentId> {
-        self.shared.plane().names.agent(name)
+        self.plane().names.agent(name)
     }
 
     /// The event type registered under `name`.
     pub fn event_type(&self, name: &str) -> Option<EventType> {
-        self.shared.plane().names.event_type(name)
+        self.plane().names.event_type(name)
     }
 
     /// The name of an event type.
     pub fn event_type_name(&self, ty: EventType) -> Option<String> {
-        self.shared
-            .plane()
-            .names
-            .event_type_name(ty)
-            .map(str::to_owned)
+        self.plane().names.event_type_name(ty).map(str::to_owned)
     }
 
     /// The name of an agent.
     pub fn agent_name(&self, agent: AgentId) -> Option<String> {
-        self.shared
-            .plane()
-            .names
-            .agent_name(agent)
-            .map(str::to_owned)
+        self.plane().names.agent_name(agent).map(str::to_owned)
     }
 
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
     /// One per producing thread. Allocates its rings (4 per shard) here, not later.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, Outcome, Priority};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let lucid = bus.register_agent("dreamnet-lucid")?;
+    /// bus.subscribe(Filter::any(), |d| {
+    ///     assert_eq!(d.payload::<u32>().map(|v| v.to_native()), Ok(7));
+    ///     Outcome::Done
+    /// })?;
+    /// let mut publisher = bus.publisher(lucid)?;
+    /// // A built event, copied into the ring:
+    /// let event = Event::new(EventType::AGENT_TASK).with_payload(&7u32)?;
+    /// let receipt = publisher.try_publish(event)?;
+    /// assert_eq!(receipt.shards, 1);
+    /// // Or written in place, straight into the ring's slot:
+    /// let draft = Draft::new(EventType::AGENT_TASK).with_priority(Priority::High);
+    /// publisher.try_publish_with(draft, &7u32)?;
+    /// // Or a batch: one claim, one commit, one clock read.
+    /// let sent = publisher.try_publish_batch_with(draft, &[7u32, 7, 7])?;
+    /// assert_eq!(sent.count, 3);
+    /// assert_eq!(shards[0].poll(64), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn publisher(&self, agent: AgentId) -> Result<Publisher<SLOT>, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         if agent.raw() >= plane.names.agent_count() {
             return Err(BusError::UnknownAgent(agent.raw()));
         }
@@ -413,14 +309,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         for shard in 0..n {
             let (p, c) = lane_set::<SLOT>(self.shared.config.ring_capacity);
             producers.push(p);
-            self.shared.send(
-                &mut plane,
-                shard,
-                Control::Lanes {
-                    publisher: index as u32,
-                    consumers: Box::new(c),
-                },
-            );
+            self.shared.mailboxes[shard].post(Control::Lanes {
+                publisher: index as u32,
+                consumers: Box::new(c),
+            });
         }
         drop(plane);
         Ok(Publisher::new(
@@ -433,30 +325,39 @@ impl<const SLOT: usize> Bus<SLOT> {
         ))
     }
 
-    /// Subscribes `handler` to what `filter` passes (broadcasts; see [`Subscription`] for
-    /// direct routing, shard placement and retry policy). Takes effect while traffic flows:
-    /// events published after this returns reach the handler.
-    pub fn subscribe<F>(&self, filter: Filter, handler: F) -> Result<SubscriptionId, BusError>
-    where
-        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
-    {
-        self.subscribe_with(Subscription::new(filter), handler)
-    }
-
-    /// Subscribes with full options.
-    pub fn subscribe_with<F>(
+    /// Subscribes `handler` to what `subscription` passes: a [`Filter`](crate::Filter) (broadcasts that
+    /// pass it), or a [`Subscription`] for direct routing to an agent, a chosen shard or a
+    /// retry policy of its own. Takes effect while traffic flows: events published after
+    /// this returns reach the handler.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, EventType, Filter, Outcome, Subscription};
+    ///
+    /// let bus = Bus::builder().build()?;
+    /// let helper = bus.register_agent("helper")?;
+    /// // Every broadcast of one type:
+    /// bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |_| Outcome::Done)?;
+    /// // Direct events addressed to `helper` (and broadcasts that pass the filter):
+    /// bus.subscribe(Subscription::new(Filter::any()).for_agent(helper), |d| {
+    ///     println!("{} for helper", d.header().id());
+    ///     Outcome::Done
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe<F>(
         &self,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         handler: F,
     ) -> Result<SubscriptionId, BusError>
     where
         F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
     {
+        let subscription = subscription.into();
         if self.is_closed() {
             return Err(BusError::Closed);
         }
         self.police_subscription(&subscription)?;
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let shard = self.place(&mut plane, &subscription)?;
         let footprint = footprint(&subscription, shard);
         let id = SubscriptionId(plane.next_subscription);
@@ -468,15 +369,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
             counters: Arc::clone(&counters),
         };
-        self.shared.send(
-            &mut plane,
-            shard,
-            Control::Subscribe {
-                filter: subscription.filter,
-                agent: subscription.agent,
-                member,
-            },
-        );
+        self.shared.mailboxes[shard].post(Control::Subscribe {
+            filter: subscription.filter,
+            agent: subscription.agent,
+            member,
+        });
         // Bits are set after the shard's message is queued, so a publish that sees them
         // finds the subscription applied before its event is dispatched.
         let Plane { counts, .. } = &mut *plane;
@@ -492,19 +389,46 @@ impl<const SLOT: usize> Bus<SLOT> {
     }
 
     /// Creates a load-balanced group: each event that passes the subscription's filter
-    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`].
+    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`];
+    /// a member leaves with [`Bus::unsubscribe`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Balance, Bus, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let workers = bus.group("workers", Filter::of_type(EventType::AGENT_TASK), Balance::RoundRobin)?;
+    /// let counts: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::default()).collect();
+    /// for count in &counts {
+    ///     let count = Arc::clone(count);
+    ///     bus.join(workers, move |_| {
+    ///         count.fetch_add(1, Ordering::Relaxed);
+    ///         Outcome::Done
+    ///     })?;
+    /// }
+    /// let mut publisher = bus.publisher(bus.register_agent("boss")?)?;
+    /// for _ in 0..4 {
+    ///     publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// }
+    /// shards[0].poll(64);
+    /// // Each event went to exactly one member, in turn.
+    /// assert_eq!(counts.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(), [2, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn group(
         &self,
         name: &str,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         balance: Balance,
     ) -> Result<GroupId, BusError> {
+        let subscription = subscription.into();
         crate::names::validate_name(name)?;
         if self.is_closed() {
             return Err(BusError::Closed);
         }
         self.police_subscription(&subscription)?;
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         if plane.groups.contains_key(name) {
             return Err(BusError::GroupExists(name.to_owned()));
         }
@@ -515,16 +439,12 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
         });
         plane.groups.insert(name.to_owned(), group);
-        self.shared.send(
-            &mut plane,
-            shard,
-            Control::AddGroup {
-                group,
-                filter: subscription.filter,
-                agent: subscription.agent,
-                balance,
-            },
-        );
+        self.shared.mailboxes[shard].post(Control::AddGroup {
+            group,
+            filter: subscription.filter,
+            agent: subscription.agent,
+            balance,
+        });
         Ok(group)
     }
 
@@ -536,7 +456,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let Some(record) = plane.group_records.get(group.0 as usize) else {
             return Err(BusError::UnknownGroup(group.0));
         };
@@ -551,8 +471,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry,
             counters: Arc::clone(&counters),
         };
-        self.shared
-            .send(&mut plane, footprint.shard, Control::Join { group, member });
+        self.shared.mailboxes[footprint.shard].post(Control::Join { group, member });
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &footprint, 1);
         plane.subscriptions.insert(
@@ -573,7 +492,7 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// applies at the shard's next poll). In poll mode the removal applies at the start of
     /// the owning shard's next `poll`, before that poll dispatches anything.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let record = plane
             .subscriptions
             .remove(&id)
@@ -581,15 +500,13 @@ impl<const SLOT: usize> Bus<SLOT> {
         let shard = record.footprint.shard;
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &record.footprint, -1);
-        let ticket = self
-            .shared
-            .send(&mut plane, shard, Control::Unsubscribe { id });
+        let ticket = self.shared.mailboxes[shard].post(Control::Unsubscribe { id });
         drop(plane);
         let on_own_worker = self
             .worker_threads
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
-        let progress = &self.shared.shards[shard].progress;
+        let progress = &self.shard_progress[shard];
         if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker {
             // A stopped shard applies nothing more: `wait_for` returns at once then.
             let mut waiter = Waiter::new(self.shared.config.wait);
@@ -600,49 +517,22 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A subscription's counts, if it is still subscribed.
     pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
-        self.shared
-            .plane()
+        self.plane()
             .subscriptions
             .get(&id)
             .map(|r| r.counters.snapshot())
-    }
-
-    /// Poll mode: takes the shards, to run with [`Shard::poll`] in your own loop. Once.
-    pub fn take_shards(&self) -> Result<Vec<Shard<SLOT>>, BusError> {
-        if !matches!(self.shared.config.mode, RunMode::Poll) {
-            return Err(BusError::ShardsUnavailable("the bus runs its own workers"));
-        }
-        self.shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(BusError::ShardsUnavailable("already taken"))
     }
 
     /// Stops intake, drains what was accepted, and (worker mode) joins the workers.
     ///
     /// After `close` starts, publishes return `Closed` with the event. Every event accepted
     /// before is delivered: worker mode drains before `close` returns; in poll mode the
-    /// shards not yet taken are drained here, and taken shards drain on your next polls
-    /// (`Shard::drain`). Called from a handler (on a worker), it stops intake and returns
-    /// without waiting. Idempotent.
+    /// shards drain on your next polls (`Shard::drain`). Called from a handler (on a
+    /// worker), it stops intake and returns without waiting. Idempotent.
     pub fn close(&self) {
         self.shared.intake.close();
-        {
-            let mut plane = self.shared.plane();
-            for shard in 0..self.shared.config.shards {
-                self.shared.send(&mut plane, shard, Control::Stop);
-            }
-        }
-        if let Some(shards) = self
-            .shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            for shard in shards {
-                shard.drain();
-            }
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Control::Stop);
         }
         if self.worker_threads.contains(&std::thread::current().id()) {
             // Called from a handler: a worker cannot join itself. The workers drain and
@@ -671,6 +561,30 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// without a subscription (`NoSubscriber`, shutdown of a scheduled event) are routed
     /// like new events. Letters whose subscription is gone stay where they are. Returns
     /// how many were sent; they are delivered at the shards' next polls.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Bus, DeadReason, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let healthy = Arc::new(AtomicBool::new(false));
+    /// let h = Arc::clone(&healthy);
+    /// bus.subscribe(Filter::any(), move |_| {
+    ///     if h.load(Ordering::Relaxed) { Outcome::Done } else { Outcome::fail(500) }
+    /// })?;
+    /// let mut publisher = bus.publisher(bus.register_agent("a")?)?;
+    /// publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// shards[0].poll(64);
+    /// assert_eq!(bus.dead_letters().len(), 1);
+    /// // The downstream is back: send the failed letters back to their subscription.
+    /// healthy.store(true, Ordering::Relaxed);
+    /// let sent = bus.redrive(16, |l| matches!(l.reason, DeadReason::Failed { .. }))?;
+    /// assert_eq!(sent, 1);
+    /// assert_eq!(shards[0].poll(64), 1);
+    /// assert!(bus.dead_letters().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn redrive(
         &self,
         max: usize,
@@ -698,7 +612,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        self.shared.redrive_letters(max, target, select)
+        redrive_letters(&self.shared, &self.plane, max, target, select)
     }
 
     /// Cancels a scheduled event. True if it had not yet fired on every shard it went to
@@ -730,11 +644,10 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A snapshot of every counter.
     pub fn stats(&self) -> BusStats {
-        let plane = self.shared.plane();
+        let plane = self.plane();
         let n = self.shared.config.shards;
         let mut stats = BusStats::default();
-        for (s, shard) in self.shared.shards.iter().enumerate() {
-            let c = &shard.counters;
+        for (s, c) in self.shard_counters.iter().enumerate() {
             let mut st = ShardStats {
                 dispatched: c.dispatched.snapshot(),
                 delivered: c.delivered.snapshot(),
@@ -813,6 +726,60 @@ impl<const SLOT: usize> Drop for Bus<SLOT> {
     }
 }
 
+/// Locks the control plane. Control-plane operations finish their updates before anything
+/// can panic, so the state behind a poisoned lock is consistent.
+fn lock_plane(plane: &Mutex<Plane>) -> MutexGuard<'_, Plane> {
+    plane.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Moves up to `max` dead letters that `select` picks to the redrive queues of the shards
+/// they go to (see [`Bus::redrive`]); `target` redirects them all to one subscription.
+/// Used by `redrive` and by paced redrives (`bus/paced.rs`, from a shard's thread).
+pub(crate) fn redrive_letters<const SLOT: usize>(
+    shared: &Shared<SLOT>,
+    plane: &Mutex<Plane>,
+    max: usize,
+    target: Option<SubscriptionId>,
+    mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+) -> Result<usize, BusError> {
+    let plane = lock_plane(plane);
+    if let Some(t) = target {
+        if !plane.subscriptions.contains_key(&t) {
+            return Err(BusError::UnknownSubscription(t));
+        }
+    }
+    // Where each letter goes: its (or the target's) subscription's shard, or, for a
+    // letter without one, the first shard its event routes to now.
+    let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
+        match target.or(letter.subscription) {
+            Some(id) => plane
+                .subscriptions
+                .get(&id)
+                .map(|r| (r.footprint.shard, Some(id))),
+            None => {
+                let h = letter.event.header();
+                let mask = shared.targets.for_event(h.event_type(), h.destination());
+                (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
+            }
+        }
+    };
+    let redrives = &shared.redrives;
+    let sent = shared.dead_letters.take_where(
+        max,
+        |letter| select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full()),
+        |letter| {
+            if let Some((s, subscription)) = shard_of(&letter) {
+                // Checked not full above, and only this function pushes to this queue,
+                // under the plane lock: the push succeeds.
+                let _ = redrives[s].push(Redrive {
+                    event: letter.event,
+                    subscription,
+                });
+            }
+        },
+    );
+    Ok(sent)
+}
 /// Refuses a publisher whose rings would take the bus above its memory budget. A
 /// publisher alive holds the second reference to its counters (the plane holds the
 /// first), so those with more than one reference are the publishers alive.

@@ -11,31 +11,34 @@
 //! are dispatched straight from the ring's memory: a handler's `&Event` points into the
 //! ring, and the slot is released after the batch.
 //!
-//! Control messages (new lanes, subscriptions, unsubscriptions) arrive on a channel and are
-//! applied at the start of every `poll`, before any event of that poll is dispatched.
+//! Control messages (new lanes, subscriptions, unsubscriptions) arrive through the
+//! shard's mailbox and are applied at the start of a `poll` when the mailbox says one was
+//! posted (one load otherwise), and again in the middle of a drain if a chunk of events
+//! may have been published after a message now waiting: so a subscription applies before
+//! any event published after `subscribe` returned.
 //!
 //! Each poll, in order: control messages; due timer-wheel entries (retries and scheduled
-//! events, at most `MAX_FIRED_PER_POLL`); redriven dead letters; then the rings. The wheel
-//! is advanced by this shard's clock: no thread of its own.
+//! events, at most `MAX_FIRED_PER_POLL`) when the wheel is not empty; redriven dead
+//! letters when the queue is not empty; then the rings. The wheel is advanced by this
+//! shard's clock: no thread of its own. The clock is read only when something needs the
+//! time (a deadline, a retry, a scheduled event, a handler asking).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, LazyNow};
 use crate::dead_letters::DeadReason;
-use crate::envelope::Envelope;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::lanes::{ConsumerSet, Lane};
+use crate::mailbox::Inbox;
 use crate::names::AgentId;
-use crate::outcome::Outcome;
 use crate::priority::Priority;
 use crate::progress::ShardProgress;
 use crate::retry::{History, Letter, Retries, Timed};
-use crate::router::{NewMember, RouteKey, Router, Verdict};
+use crate::router::{NewMember, RouteKey, Router};
 use crate::stats::ShardCounters;
 use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
 
@@ -87,13 +90,9 @@ pub(crate) enum Control<const SLOT: usize> {
     Pace(Arc<crate::bus::Pacer<SLOT>>),
 }
 
-/// What a shard shares with the bus: its counters, and its progress through the control
-/// messages (what `unsubscribe` waits on).
-#[derive(Debug, Default)]
-pub(crate) struct ShardShared {
-    pub(crate) counters: CachePadded<ShardCounters>,
-    pub(crate) progress: ShardProgress,
-}
+/// A shard's counters: written by its thread only, read by `Bus::stats`, on lines of
+/// their own. The retry path gets a handle to these and nothing else of the shard.
+pub(crate) type SharedCounters = Arc<CachePadded<ShardCounters>>;
 
 /// One shard. `Send`: move it to the thread that will poll it.
 pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
@@ -106,8 +105,10 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     retiring: Vec<u32>,
     router: Router<SLOT>,
     groups: HashMap<GroupId, RouteKey>,
-    control: Receiver<Control<SLOT>>,
-    shared: Arc<ShardShared>,
+    inbox: Inbox<SLOT>,
+    counters: SharedCounters,
+    /// How far this shard got through its control messages (what `unsubscribe` waits on).
+    progress: Arc<ShardProgress>,
     clock: Clock,
     /// The starvation guard: see the module doc. At least 1.
     guard: u32,
@@ -140,8 +141,9 @@ impl<const SLOT: usize> Shard<SLOT> {
     pub(crate) fn new(
         index: usize,
         router: Router<SLOT>,
-        control: Receiver<Control<SLOT>>,
-        shared: Arc<ShardShared>,
+        inbox: Inbox<SLOT>,
+        counters: SharedCounters,
+        progress: Arc<ShardProgress>,
         clock: Clock,
         guard: u32,
         retries: Retries<SLOT>,
@@ -154,8 +156,9 @@ impl<const SLOT: usize> Shard<SLOT> {
             retiring: Vec::new(),
             router,
             groups: HashMap::new(),
-            control,
-            shared,
+            inbox,
+            counters,
+            progress,
             clock,
             guard: guard.max(1),
             starved_for: [0; Priority::COUNT],
@@ -176,13 +179,21 @@ impl<const SLOT: usize> Shard<SLOT> {
     /// letters, then the rings, critical first with the starvation guard) and returns how
     /// many were handled. Applies pending control messages first. Never blocks.
     pub fn poll(&mut self, max: usize) -> usize {
-        self.apply_control();
-        let now = self.clock.now_ns();
-        let mut done = self.run_timers(now);
-        if !self.pacers.is_empty() {
-            self.run_pacers(now);
+        // The fast path of a busy shard is the ring drain below: each stage before it is
+        // skipped with one load when it has nothing to do.
+        if self.inbox.has_mail() {
+            self.apply_control();
         }
-        done += self.run_redrives(now, max.saturating_sub(done));
+        let mut done = 0;
+        if !self.retries.wheel.is_empty() {
+            done += self.run_timers(self.clock.now_ns());
+        }
+        if !self.pacers.is_empty() {
+            self.run_pacers(self.clock.now_ns());
+        }
+        if !self.redrives.is_empty() {
+            done += self.run_redrives(self.clock.now_ns(), max.saturating_sub(done));
+        }
         while done < max {
             let waiting = self.waiting_levels();
             let Some((level, starved)) = self.pick_level(waiting) else {
@@ -195,20 +206,22 @@ impl<const SLOT: usize> Shard<SLOT> {
             } else {
                 (max - done).min(self.budget_for(level, waiting))
             };
-            let taken = self.drain_level(level, budget, now);
+            let taken = self.drain_level(level, budget);
             self.note_served(level, taken, waiting);
             done += taken;
             if self.control_pending {
                 // A subscription (or unsubscription) made before an event now in the rings
                 // was published: apply it before dispatching that event.
                 self.apply_control();
+            } else if taken < budget && waiting == 1 << level {
+                // The only waiting level gave all it held: the rings were empty a moment
+                // ago, so leave rather than look again (the next poll will).
+                break;
             }
         }
         if self.stop_requested && self.is_idle() {
-            done += self.flush_timers_on_stop(now);
+            done += self.flush_timers_on_stop(self.clock.now_ns());
         }
-        let pending = self.retries.wheel.len() as u64;
-        self.shared.counters.timers_pending.set(pending);
         done
     }
 
@@ -247,7 +260,7 @@ impl<const SLOT: usize> Shard<SLOT> {
 
     /// Tells the bus this shard has drained and stopped.
     pub(crate) fn mark_stopped(&self) {
-        self.shared.progress.mark_stopped();
+        self.progress.mark_stopped();
     }
 
     /// Whether the bus asked this shard to stop (worker mode).
@@ -310,20 +323,22 @@ impl<const SLOT: usize> Shard<SLOT> {
     }
 
     /// Takes up to `budget` events of one level, lanes in turn, and dispatches them.
-    fn drain_level(&mut self, level: usize, budget: usize, now: u64) -> usize {
+    fn drain_level(&mut self, level: usize, budget: usize) -> usize {
         let Shard {
             lanes,
             cursors,
             router,
-            shared,
+            counters,
             retries,
-            control,
+            inbox,
             control_pending,
+            clock,
             ..
         } = self;
+        let now = LazyNow::new(clock);
         let lanes = &mut lanes[level];
         let priority = Priority::ALL[level];
-        let counters = &shared.counters;
+        let counters = &**counters;
         let n = lanes.len();
         let mut taken = 0;
         for k in 0..n {
@@ -338,16 +353,18 @@ impl<const SLOT: usize> Shard<SLOT> {
             // Any event in this chunk may have been published after a `subscribe` whose
             // control message is now pending (the publish happens-after the send, and we
             // acquired the event). Leave the chunk uncommitted and let `poll` apply it.
-            if !control.is_empty() {
+            if inbox.has_mail() {
                 *control_pending = true;
                 break;
             }
             let (first, second) = chunk.as_slices();
             for event in first.iter().chain(second) {
-                if event.header().is_scheduled() && !take_scheduled(retries, counters, event, now) {
+                if event.header().is_scheduled()
+                    && !take_scheduled(retries, counters, event, now.get())
+                {
                     continue;
                 }
-                dispatch_one(router, retries, counters, event, now);
+                dispatch_one(router, retries, counters, event, &now);
             }
             chunk.commit_all();
             taken += want;
@@ -372,17 +389,17 @@ impl<const SLOT: usize> Shard<SLOT> {
         let n = fired.len();
         let Shard {
             router,
-            shared,
+            counters,
             retries,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         for entry in fired.drain(..) {
             match entry {
                 Timed::Scheduled { event } => {
                     if retries.schedule.fire(event.header().id()) {
                         counters.scheduled_fired.incr();
-                        dispatch_one(router, retries, counters, &event, now);
+                        dispatch_one(router, retries, counters, &event, &LazyNow::known(now));
                     } else {
                         counters.scheduled_cancelled.incr();
                     }
@@ -450,12 +467,12 @@ impl<const SLOT: usize> Shard<SLOT> {
     fn run_redrives(&mut self, now: u64, max: usize) -> usize {
         let Shard {
             router,
-            shared,
+            counters,
             retries,
             redrives,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         let mut n = 0;
         while n < max {
             let Some(Redrive {
@@ -469,7 +486,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             counters.redriven.incr();
             event.set_attempts(0);
             match subscription {
-                None => dispatch_one(router, retries, counters, &event, now),
+                None => dispatch_one(router, retries, counters, &event, &LazyNow::known(now)),
                 Some(id) => {
                     let found =
                         router.deliver_to(id, &event, now, true, |verdict, envelope, member| {
@@ -506,12 +523,12 @@ impl<const SLOT: usize> Shard<SLOT> {
             return 0;
         }
         let Shard {
-            shared,
+            counters,
             retries,
             router,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         // Closing is not the hot path: a temporary buffer is fine here.
         let mut left = Vec::with_capacity(retries.wheel.len());
         retries
@@ -561,17 +578,14 @@ impl<const SLOT: usize> Shard<SLOT> {
     fn apply_control(&mut self) {
         self.control_pending = false;
         let mut applied = 0u64;
-        while let Ok(msg) = self.control.try_recv() {
-            // `PublisherGone` comes from `Publisher::drop`, outside the bus's `sent` count:
-            // counting it would let `applied` run ahead of the tickets `unsubscribe` waits on.
-            let counted = !matches!(msg, Control::PublisherGone { .. });
+        while let Some(msg) = self.inbox.take() {
             self.apply(msg);
-            applied += u64::from(counted);
+            applied += 1;
         }
         if !self.retiring.is_empty() {
             self.retire_empty_lanes();
         }
-        self.shared.progress.note_applied(applied);
+        self.progress.note_applied(applied);
     }
 
     fn apply(&mut self, msg: Control<SLOT>) {
@@ -649,17 +663,22 @@ fn dispatch_one<const SLOT: usize>(
     retries: &mut Retries<SLOT>,
     counters: &ShardCounters,
     event: &Event<SLOT>,
-    now: u64,
+    now: &LazyNow<'_>,
 ) {
-    let envelope: Envelope = router.dispatch(event, now, |verdict, envelope, member| {
-        if verdict != Verdict::Returned(Outcome::Done) {
-            retries.settle(event, envelope, verdict, member, now, History::default());
-        }
+    let dispatched = router.dispatch(event, now, |verdict, envelope, member| {
+        retries.settle(
+            event,
+            envelope,
+            verdict,
+            member,
+            now.get(),
+            History::default(),
+        );
     });
-    if envelope.deliveries == 0 {
+    if dispatched.deliveries == 0 {
         counters.unmatched.incr(event.header().priority());
     } else {
-        count_delivery(counters, event, envelope.deliveries);
+        count_delivery(counters, event, dispatched.deliveries);
     }
 }
 
@@ -712,7 +731,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome, RunMode};
+    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome};
 
     /// Regression (found while writing the `bus_ops` fuzz model): a dropped publisher's
     /// `PublisherGone` was counted in the shard's `applied` but never in the bus's `sent`,
@@ -757,15 +776,13 @@ mod tests {
     #[test]
     fn a_cancelled_scheduled_event_meeting_a_full_wheel_is_counted_as_cancelled() {
         let clock = ManualClock::new();
-        let bus = Bus::builder()
-            .mode(RunMode::Poll)
+        let (bus, mut shards) = Bus::builder()
             .manual_clock(clock.clone())
             .timer_capacity(1)
-            .build()
+            .build_polled()
             .unwrap();
         let agent = bus.register_agent("a").unwrap();
         bus.subscribe(Filter::any(), |_| Outcome::Done).unwrap();
-        let mut shards = bus.take_shards().unwrap();
         let mut publisher = bus.publisher(agent).unwrap();
         let after = Duration::from_millis(10);
         publisher

@@ -28,7 +28,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use dreamnet_bus::{
     AgentId, AgentPolicy, Bus, BusError, Draft, Event, EventType, Filter, ManualClock, Outcome,
-    Policy, PublishError, Publisher, Rate, RunMode, SecurityAlert, Shard, Subscription,
+    Policy, PublishError, Publisher, Rate, SecurityAlert, Shard, Subscription,
     Violation, ViolationKind, SECURITY_EVENT_TYPE, SHIELD_AGENT,
 };
 use libfuzzer_sys::fuzz_target;
@@ -313,13 +313,12 @@ impl Run {
         let clock = ManualClock::new();
         clock.set_ns(1_000_000_000);
         // Small rings and tables: building the bus is most of an execution's time.
-        let bus = Bus::builder()
-            .mode(RunMode::Poll)
+        let (bus, shards) = Bus::builder()
             .manual_clock(clock.clone())
             .ring_capacity_all(128)
             .timer_capacity(16)
             .dead_letters(16, dreamnet_bus::FullPolicy::DropOldest)
-            .build()
+            .build_polled()
             .expect("bus");
         let agents: Vec<AgentId> = (0..AGENTS)
             .map(|i| bus.register_agent(&format!("agent-{i}")).expect("agent"))
@@ -344,7 +343,6 @@ impl Run {
             Outcome::Done
         })
         .expect("subscribe");
-        let shards = bus.take_shards().expect("shards");
         let publishers = agents
             .iter()
             .map(|a| bus.publisher(*a).expect("publisher"))
@@ -428,7 +426,7 @@ impl Run {
                 if let Some(a) = agent {
                     s = s.for_agent(self.agents[a]);
                 }
-                let got = self.bus.subscribe_with(s, |_| Outcome::Done);
+                let got = self.bus.subscribe(s, |_| Outcome::Done);
                 let want = self
                     .model
                     .as_ref()

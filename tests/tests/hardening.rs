@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use dreamnet_bus::{
-    Bus, BusError, ConfigError, Event, EventType, Filter, Outcome, Priority, PublishError, RunMode,
+    Bus, BusError, ConfigError, Event, EventType, Filter, Outcome, Priority, PublishError,
     DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
 };
 
@@ -16,9 +16,8 @@ use dreamnet_bus::{
 #[test]
 fn huge_ring_capacity_is_a_typed_error_not_an_abort() {
     let err = Bus::builder()
-        .mode(RunMode::Poll)
         .ring_capacity_all(1 << 40)
-        .build()
+        .build_polled()
         .expect_err("2^40 slots per ring must be refused");
     assert_eq!(
         err,
@@ -33,13 +32,10 @@ fn huge_ring_capacity_is_a_typed_error_not_an_abort() {
 #[test]
 fn capacities_within_their_maxima_but_over_the_budget_are_refused_at_build() {
     // 4 shards x 4 rings x 2^20 slots x 256 bytes = 4 GiB for one publisher.
-    let builder = Bus::builder()
-        .mode(RunMode::Poll)
-        .shards(4)
-        .ring_capacity_all(1 << 20);
+    let builder = Bus::builder().shards(4).ring_capacity_all(1 << 20);
     let needed = builder.memory_footprint().with_publishers(1);
     assert!(needed > 4 << 30, "needed {needed}");
-    match builder.build() {
+    match builder.build_polled() {
         Err(BusError::Config(ConfigError::MemoryBudget { needed: n, budget })) => {
             assert_eq!(n, needed);
             assert_eq!(budget, DEFAULT_MEMORY_BUDGET);
@@ -51,12 +47,11 @@ fn capacities_within_their_maxima_but_over_the_budget_are_refused_at_build() {
 #[test]
 fn dead_letter_and_timer_capacities_have_maxima() {
     let err = Bus::builder()
-        .mode(RunMode::Poll)
         .dead_letters(
             MAX_DEAD_LETTER_CAPACITY + 1,
             dreamnet_bus::FullPolicy::DropOldest,
         )
-        .build()
+        .build_polled()
         .expect_err("too many dead letters");
     assert!(matches!(
         err,
@@ -68,9 +63,8 @@ fn dead_letter_and_timer_capacities_have_maxima() {
     // Within its maximum, a huge timer capacity is still refused by the budget (each
     // shard's wheel holds that many event slots).
     let err = Bus::builder()
-        .mode(RunMode::Poll)
         .timer_capacity(1 << 30)
-        .build()
+        .build_polled()
         .expect_err("2^30 timer entries per shard");
     assert!(matches!(
         err,
@@ -80,11 +74,11 @@ fn dead_letter_and_timer_capacities_have_maxima() {
 
 #[test]
 fn publishers_are_refused_when_their_rings_would_exceed_the_budget() {
-    let builder = Bus::builder().mode(RunMode::Poll).shards(2);
+    let builder = Bus::builder().shards(2);
     let footprint = builder.memory_footprint();
     // Room for exactly two publishers alive at once.
     let budget = footprint.with_publishers(2);
-    let bus = builder.memory_budget(budget).build().expect("fits");
+    let (bus, _shards) = builder.memory_budget(budget).build_polled().expect("fits");
     let agent = bus.register_agent("producer").unwrap();
     let first = bus.publisher(agent).expect("first fits");
     let second = bus.publisher(agent).expect("second fits");
@@ -108,11 +102,11 @@ fn publishers_are_refused_when_their_rings_would_exceed_the_budget() {
 
 #[test]
 fn a_budget_too_small_for_one_publisher_is_refused_at_build() {
-    let builder = Bus::builder().mode(RunMode::Poll);
+    let builder = Bus::builder();
     let one = builder.memory_footprint().with_publishers(1);
     let err = builder
         .memory_budget(one - 1)
-        .build()
+        .build_polled()
         .expect_err("one byte short");
     assert_eq!(
         err,
@@ -132,16 +126,14 @@ fn schedules_beyond_the_horizon_are_refused_with_the_event() {
     let clock = dreamnet_bus::ManualClock::new();
     clock.set_ns(1_000);
     let tick = Duration::from_micros(1);
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .tick(tick)
         .manual_clock(clock.clone())
-        .build()
+        .build_polled()
         .unwrap();
     let agent = bus.register_agent("scheduler").unwrap();
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |_| Outcome::Done)
         .unwrap();
-    let mut shards = bus.take_shards().unwrap();
     let mut publisher = bus.publisher(agent).unwrap();
     let horizon = dreamnet_bus::schedule_horizon(tick);
     assert_eq!(horizon, Duration::from_micros(1 << 35));

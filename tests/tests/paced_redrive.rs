@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dreamnet_bus::{
     Bus, BusError, DeadReason, Event, EventType, Filter, ManualClock, Outcome, PaceEnd, Rate,
-    RunMode, Shard, SubscriptionId,
+    Shard, SubscriptionId,
 };
 
 struct World {
@@ -25,11 +25,10 @@ struct World {
 fn world(letters: u64) -> World {
     let clock = ManualClock::new();
     clock.set_ns(1_000_000_000);
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .shards(2)
         .manual_clock(clock.clone())
-        .build()
+        .build_polled()
         .unwrap();
     let agent = bus.register_agent("producer").unwrap();
     let failing = Arc::new(AtomicBool::new(true));
@@ -45,7 +44,6 @@ fn world(letters: u64) -> World {
             }
         })
         .unwrap();
-    let mut shards = bus.take_shards().unwrap();
     let mut p = bus.publisher(agent).unwrap();
     for i in 0..letters {
         p.try_publish(Event::new(EventType::AGENT_TASK).with_correlation_id(i))

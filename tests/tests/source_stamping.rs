@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dreamnet_bus::{
     AgentId, AgentPolicy, Bus, Draft, Event, EventType, Filter, FullPolicy, ManualClock, Outcome,
-    Policy, Publisher, RunMode, Shard, Subscription, SECURITY_EVENT_TYPE, SHIELD_AGENT,
+    Policy, Publisher, Shard, Subscription, SECURITY_EVENT_TYPE, SHIELD_AGENT,
 };
 use proptest::prelude::*;
 
@@ -103,13 +103,12 @@ struct World {
 fn world() -> World {
     let clock = ManualClock::new();
     clock.set_ns(1_000_000);
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, shards) = Bus::builder()
         .manual_clock(clock.clone())
         .ring_capacity_all(256)
         .dead_letters(64, FullPolicy::DropOldest)
         .dead_letter_unroutable(true)
-        .build()
+        .build_polled()
         .unwrap();
     let agents: Vec<AgentId> = (0..3)
         .map(|i| bus.register_agent(&format!("agent-{i}")).unwrap())
@@ -128,7 +127,7 @@ fn world() -> World {
     .unwrap();
     let log = Arc::clone(&seen);
     let spare = bus
-        .subscribe_with(
+        .subscribe(
             Subscription::new(Filter::of_type(EventType::SYSTEM_EVENT)),
             move |d| {
                 let h = d.header();
@@ -147,7 +146,6 @@ fn world() -> World {
     .unwrap();
     let owners = vec![agents[0], agents[1], agents[2], agents[0]];
     let publishers = owners.iter().map(|a| bus.publisher(*a).unwrap()).collect();
-    let shards = bus.take_shards().unwrap();
     World {
         bus,
         shards,
@@ -176,7 +174,7 @@ impl World {
             }
             Op::InPlace { p, ty } => {
                 let c = self.correlation(p);
-                let draft = Draft::new(TYPES[ty]).correlation_id(c);
+                let draft = Draft::new(TYPES[ty]).with_correlation_id(c);
                 let _ = self.publishers[p].try_publish_with(draft, &Body { n: 1 });
             }
             Op::Scheduled { p, delay_ms } => {

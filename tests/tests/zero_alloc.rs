@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use dreamnet_bus::{
     AgentPolicy, Bus, Delivery, Draft, Event, EventType, Filter, Outcome, Policy, Priority,
-    PublishError, Publisher, Rate, RunMode, SecurityAlert, Subscription, DEFAULT_SLOT,
-    SECURITY_EVENT_TYPE,
+    PublishError, Publisher, Rate, SecurityAlert, Subscription, DEFAULT_SLOT, SECURITY_EVENT_TYPE,
 };
 
 struct Counting;
@@ -140,7 +139,7 @@ fn publish_once(p: &mut Publisher, seq: u64) -> bool {
             Err(e) => panic!("publish {seq}: {e:?}"),
         }
     } else {
-        let draft = Draft::new(ty).priority(prio).correlation_id(seq);
+        let draft = Draft::new(ty).with_priority(prio).with_correlation_id(seq);
         match p.try_publish_with(draft, &reading(seq)) {
             Ok(_) => true,
             Err(PublishError::Full(())) => false,
@@ -152,12 +151,12 @@ fn publish_once(p: &mut Publisher, seq: u64) -> bool {
 fn subscribe_readers(bus: &Bus, shards: usize) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     for shard in 0..shards {
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::of_type(EventType::AGENT_TASK)).on_shard(shard),
             reader(&seen),
         )
         .expect("subscribe");
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(
                 Filter::of_type(EventType::AGENT_STATUS).priorities(&[Priority::High]),
             )
@@ -173,10 +172,9 @@ const WARM_UP: u64 = 2_000;
 const CYCLES: u64 = 100_000;
 
 fn poll_mode_cycles_allocate_nothing() {
-    let bus = Bus::builder().mode(RunMode::Poll).build().expect("bus");
+    let (bus, mut shards) = Bus::builder().build_polled().expect("bus");
     let agent = bus.register_agent("zero-alloc-poll").expect("agent");
     let seen = subscribe_readers(&bus, 1);
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let mut seq = 0;
     let mut cycle = |p: &mut Publisher, seq: &mut u64| {
@@ -270,7 +268,7 @@ fn pinned_worker_mode_cycles_allocate_nothing() {
 }
 
 fn policy_checks_and_violations_allocate_nothing() {
-    let bus = Bus::builder().mode(RunMode::Poll).build().expect("bus");
+    let (bus, mut shards) = Bus::builder().build_polled().expect("bus");
     let agent = bus.register_agent("zero-alloc-policy").expect("agent");
     let seen = subscribe_readers(&bus, 1);
     let security = bus.register_event_type(SECURITY_EVENT_TYPE).expect("type");
@@ -301,7 +299,6 @@ fn policy_checks_and_violations_allocate_nothing() {
             }),
     )
     .expect("policy");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let mut seq = 0;
     let mut cycle = |p: &mut Publisher, seq: &mut u64| {

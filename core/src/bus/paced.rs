@@ -15,11 +15,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use crate::bus::{Bus, Shared};
+use crate::bus::{redrive_letters, Bus, Plane};
 use crate::dead_letters::DeadLetter;
 use crate::error::BusError;
 use crate::policy::{Rate, TokenBucket};
 use crate::shard::Control;
+use crate::shared::Shared;
 use crate::subscription::SubscriptionId;
 
 /// The most letters one tick moves (the rest wait for the next tick).
@@ -105,6 +106,8 @@ type Select<const SLOT: usize> = Box<dyn FnMut(&DeadLetter<SLOT>) -> bool + Send
 /// The pacer a shard runs.
 pub(crate) struct Pacer<const SLOT: usize> {
     shared: Weak<Shared<SLOT>>,
+    /// The bus's control plane, to route letters to their subscriptions' shards.
+    plane: Weak<Mutex<Plane>>,
     bucket: TokenBucket,
     interval_ns: u64,
     target: Option<SubscriptionId>,
@@ -116,7 +119,7 @@ pub(crate) struct Pacer<const SLOT: usize> {
 impl<const SLOT: usize> Pacer<SLOT> {
     /// Runs one tick at `now_ns`; the next due time, or `None` when it has ended.
     pub(crate) fn tick(&self, now_ns: u64) -> Option<u64> {
-        let Some(shared) = self.shared.upgrade() else {
+        let (Some(shared), Some(plane)) = (self.shared.upgrade(), self.plane.upgrade()) else {
             return self.end(PaceEnd::Closed);
         };
         if self.state.cancel.load(Ordering::Acquire) {
@@ -136,11 +139,12 @@ impl<const SLOT: usize> Pacer<SLOT> {
             return Some(next);
         }
         let mut select = self.select.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = match shared.redrive_letters(tokens as usize, self.target, &mut *select) {
-            Ok(n) => n as u64,
-            // The target subscription left: nothing more can go to it.
-            Err(_) => return self.end(PaceEnd::Drained),
-        };
+        let sent =
+            match redrive_letters(&shared, &plane, tokens as usize, self.target, &mut *select) {
+                Ok(n) => n as u64,
+                // The target subscription left: nothing more can go to it.
+                Err(_) => return self.end(PaceEnd::Drained),
+            };
         for _ in sent..tokens {
             self.bucket.give_back();
         }
@@ -190,7 +194,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let plane = self.plane();
         if let Some(t) = target {
             if !plane.subscriptions.contains_key(&t) {
                 return Err(BusError::UnknownSubscription(t));
@@ -199,6 +203,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         let state = Arc::new(PaceState::default());
         let pacer = Arc::new(Pacer {
             shared: Arc::downgrade(&self.shared),
+            plane: Arc::downgrade(&self.plane),
             bucket: TokenBucket::new(rate),
             interval_ns: rate.interval_ns(),
             target,
@@ -206,10 +211,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             select: Mutex::new(Box::new(select)),
             state: Arc::clone(&state),
         });
+        drop(plane);
         if max == 0 {
             pacer.end(PaceEnd::Done);
         } else {
-            self.shared.send(&mut plane, 0, Control::Pace(pacer));
+            self.shared.mailboxes[0].post(Control::Pace(pacer));
         }
         Ok(PacedRedrive { state })
     }

@@ -26,8 +26,8 @@ pub type AuditHook = Arc<dyn Fn(&Violation) + Send + Sync>;
 /// large and how fast. Install it with `Bus::set_policy` (hot: traffic keeps flowing).
 ///
 /// ```
-/// use dreamnet_bus::{AgentPolicy, Bus, EventType, Policy, Rate, RunMode};
-/// let bus = Bus::builder().mode(RunMode::Poll).build()?;
+/// use dreamnet_bus::{AgentPolicy, Bus, EventType, Policy, Rate};
+/// let (bus, _shards) = Bus::builder().build_polled()?;
 /// let lucid = bus.register_agent("dreamnet-lucid")?;
 /// let assistant = bus.register_agent("openai-assistant")?;
 /// bus.set_policy(

@@ -14,7 +14,7 @@ use crate::event::{Event, Header};
 use crate::names::AgentId;
 use crate::policy::{PolicyCache, PublishRequest, Refused, Shield};
 use crate::priority::Priority;
-use crate::publisher::{copy_into, Publisher};
+use crate::publisher::{copy_to, Publisher};
 
 /// Checks a publish of the event described by `header` by `agent` at `now_ns` (the
 /// publisher's own clock reading, used for rate limits).
@@ -56,27 +56,36 @@ impl<const SLOT: usize> Publisher<SLOT> {
         let mut alert: Event<SLOT> = refused.alert();
         let priority = Priority::High;
         let mask = self.shared.targets.for_event(refused.alert_type, None);
-        if mask != 0 && !self.room(mask, priority, false) {
+        if mask != 0 && self.room(mask, priority, 1) == 0 {
             self.shared.shield.alert_dropped();
             return;
         }
-        let id = self.next_id();
+        let id = self.id_of(self.next_seq);
+        self.next_seq += 1;
         alert.stamp(id, refused.alert_source, self.shared.clock.now_ns());
         self.counters.published.incr(priority);
         self.shared.shield.alert_published();
         if mask == 0 {
-            self.unroutable(&alert, priority);
+            self.counters.unroutable.incr(priority);
+            self.shared.dead_letter_unroutable(&alert);
             return;
         }
         let mut bits = mask;
         while bits != 0 {
             let s = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            // `room` saw a free slot and this thread is the ring's only producer.
-            if copy_into(&mut self.lanes[s][priority.index()], &alert) {
-                self.counters.shards[s].enqueued.incr(priority);
-            } else {
+            let ring = &mut self.lanes[s][priority.index()];
+            // `room` saw a free slot on every target and this thread is the only producer.
+            let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
                 self.counters.shards[s].rejected_full.incr(priority);
+                continue;
+            };
+            let (slots, _) = chunk.as_mut_slices();
+            if let Some(slot) = slots.first_mut() {
+                copy_to(slot, &alert);
+                // SAFETY: the chunk's one slot was initialised by `copy_to` just above.
+                unsafe { chunk.commit(1) };
+                self.counters.shards[s].enqueued.incr(priority);
             }
         }
     }
