@@ -65,18 +65,19 @@ pub(crate) struct Retries<const SLOT: usize> {
 }
 
 impl<const SLOT: usize> Retries<SLOT> {
-    pub(crate) fn new(
+    /// A shard's retry state; a failed allocation of its timer wheel is an error.
+    pub(crate) fn try_new(
         config: &Config,
         dead_letters: Arc<DeadLetters<SLOT>>,
         schedule: Arc<Schedule>,
         shard: usize,
         counters: SharedCounters,
         now_ns: u64,
-    ) -> Self {
+    ) -> Result<Self, std::collections::TryReserveError> {
         let (capacity, tick, seed) = (config.timer_capacity, config.tick, config.seed);
         let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
-        Retries {
-            wheel: TimerWheel::new(capacity, now_ns / tick_ns),
+        Ok(Retries {
+            wheel: TimerWheel::try_new(capacity, now_ns / tick_ns)?,
             fired: Vec::with_capacity(MAX_FIRED_PER_POLL),
             tick_ns,
             rng: fastrand::Rng::with_seed(
@@ -86,7 +87,7 @@ impl<const SLOT: usize> Retries<SLOT> {
             schedule,
             shard,
             counters,
-        }
+        })
     }
 
     /// The tick a wait ending at `due_ns` is due at (rounded up: never early).
