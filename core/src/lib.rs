@@ -63,6 +63,8 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backoff;
+#[cfg(feature = "nats")]
+pub mod bridge;
 mod bus;
 mod clock;
 mod config;

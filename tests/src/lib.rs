@@ -1,1 +1,5 @@
-//! Black-box integration tests for dreamnet-bus live in `tests/`.
+//! Support for the integration tests: a real `nats-server` ([`nats_server`]) and the
+//! bridged node both sides of the two-process NATS tests run ([`mesh`]). Public API only.
+
+pub mod mesh;
+pub mod nats_server;

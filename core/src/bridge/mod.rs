@@ -1,0 +1,568 @@
+//! A bridge from a bus to NATS (feature `nats`): distribution across processes and
+//! machines through a real, proven messaging engine (the spec's Instant Mesh).
+//!
+//! ```text
+//!   local bus                      bridge (its own thread, a small tokio runtime)       NATS
+//!  ┌──────────┐  Export: a bus    ┌───────────────────────────────────────────┐
+//!  │publishers│─ subscription ───>│ export_handler: mark check, try_send ──┐   │
+//!  │  shards  │  (Retry if full)  │ bounded queue ─> Outbound: names ->    │   │─> <ns>.<type>.<dest|all>
+//!  │          │                   │   headers, core publish / JetStream    │   │─> <ns>.js.<type>.<dest|all>
+//!  │          │<─ publish as ─────│ Sink: from_bytes, headers, loop + hop  <───│<─ Import / JetStreamImport
+//!  │          │   remote agent    │   checks, names -> ids, wire mark      │   │
+//!  └──────────┘                   └───────────────────────────────────────────┘
+//! ```
+//!
+//! - **Names cross the wire, not ids**, in NATS headers ([`wire`] says why).
+//! - **Outbound**: each [`Export`] is a bus subscription of the bridge's (public API); a
+//!   full outbound queue makes it return `Retry` ([`outbound`]).
+//! - **Inbound**: [`Import`]s subscribe (a group import is a NATS queue group); bytes are
+//!   checked with [`Event::from_bytes`](crate::Event::from_bytes), names mapped to this
+//!   bus's ids, and the event is published as the remote agent's local id ([`inbound`]).
+//! - **Loops are impossible**: every message carries the path of bus ids and a hop count;
+//!   a bus drops a message whose path has it already, and a bridge never sends back out
+//!   what it brought in (the [`WireMark`] says so).
+//! - **JetStream**: at least once, dedupe, ack by the handler's outcome ([`jetstream`]).
+//! - **Counters** for every stage: [`Bridge::stats`]; messages that never became events
+//!   are in [`Bridge::rejects`].
+//!
+//! With the feature off nothing here is compiled; with it on, a bus without a bridge
+//! runs exactly the same code (the bridge only adds subscriptions and a publisher).
+//!
+//! MSRV of this feature: rustc 1.89 (async-nats 0.51).
+
+mod config;
+mod counters;
+mod inbound;
+pub mod jetstream;
+mod mark;
+pub mod outbound;
+pub mod subjects;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::bus::Bus;
+use crate::event::{Header, DEFAULT_SLOT};
+use crate::names::MetaKey;
+use crate::subscription::{Filter, Subscription, SubscriptionId};
+
+pub use config::{BridgeBuilder, BridgeError, Export, Import, JetStreamImport, Mode};
+pub use counters::{BridgeStats, DropReason, RejectReason, WireReject};
+pub use mark::{WireMark, MARK_KEY};
+
+use counters::{incr, Counters, Rejects};
+use inbound::{Arrival, PendingMap, Sink};
+use jetstream::ConsumerSpec;
+use mark::next_bridge_tag;
+use outbound::Outbound;
+
+/// Arrivals waiting for the sink (bounded: readers wait when the local bus is slow).
+const SINK_CAPACITY: usize = 256;
+
+/// A running bridge. Dropping it (or [`Bridge::shutdown`]) unsubscribes its exports, sends
+/// what is queued, waits for JetStream acks (bounded by the drain timeout) and stops its
+/// thread.
+pub struct Bridge<const SLOT: usize = DEFAULT_SLOT> {
+    bus: Arc<Bus<SLOT>>,
+    bus_id: String,
+    namespace: String,
+    counters: Arc<Counters>,
+    rejects: Arc<Rejects>,
+    mark: WireMark,
+    subscriptions: Vec<SubscriptionId>,
+    stop: Option<watch::Sender<bool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<const SLOT: usize> core::fmt::Debug for Bridge<SLOT> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("bus_id", &self.bus_id)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge<DEFAULT_SLOT> {
+    /// A builder for a bridge of a bus with the default slot size.
+    pub fn builder(urls: &str) -> BridgeBuilder<DEFAULT_SLOT> {
+        BridgeBuilder::new(urls)
+    }
+}
+
+/// `filter` with `extra` required too (its own predicate, if any, still applies).
+fn and_also(mut filter: Filter, extra: impl Fn(&Header) -> bool + Send + Sync + 'static) -> Filter {
+    let inner = filter.predicate.take();
+    filter.matching(move |h| extra(h) && inner.as_ref().is_none_or(|p| p(h)))
+}
+
+impl<const SLOT: usize> Bridge<SLOT> {
+    /// A builder for a bridge of a bus with slot size `SLOT`.
+    pub fn builder_with_slot(urls: &str) -> BridgeBuilder<SLOT> {
+        BridgeBuilder::new(urls)
+    }
+
+    /// This bus's id on the mesh.
+    pub fn bus_id(&self) -> &str {
+        &self.bus_id
+    }
+
+    /// The namespace (subject prefix).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The mark of events that came in through this bridge.
+    pub fn wire_mark(&self) -> WireMark {
+        self.mark
+    }
+
+    /// `filter`, restricted to events that came in through this bridge (composed with
+    /// the filter's own predicate). For the local members of a cross-process group:
+    /// they take what the NATS queue group hands this process, not the local originals.
+    pub fn wire_only(&self, filter: Filter) -> Filter {
+        let mark = self.mark;
+        and_also(filter, move |h| mark.is_on(h))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BridgeStats {
+        self.counters.snapshot()
+    }
+
+    /// Calls `visit` with each bridge dead letter (a message that never became an event),
+    /// oldest first.
+    pub fn rejects(&self, mut visit: impl FnMut(&WireReject)) {
+        self.rejects.inspect(&mut visit);
+    }
+
+    /// Bridge dead letters held now.
+    pub fn reject_count(&self) -> usize {
+        self.rejects.len()
+    }
+
+    /// Bridge dead letters ever recorded.
+    pub fn rejects_recorded(&self) -> u64 {
+        self.rejects.stored()
+    }
+
+    /// Stops the bridge (see the type's documentation) and returns the final counters.
+    pub fn shutdown(mut self) -> BridgeStats {
+        self.stop_now();
+        self.counters.snapshot()
+    }
+
+    fn stop_now(&mut self) {
+        for id in self.subscriptions.drain(..) {
+            // A closed bus has dropped its subscriptions already.
+            let _ = self.bus.unsubscribe(id);
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    pub(crate) fn start(
+        cfg: BridgeBuilder<SLOT>,
+        bus: Arc<Bus<SLOT>>,
+    ) -> Result<Self, BridgeError> {
+        let bus_id = cfg
+            .bus_id
+            .clone()
+            .unwrap_or_else(|| format!("bus-{:016x}", fastrand::u64(..)));
+        let mark = WireMark {
+            key: bus.register_meta_key(MARK_KEY)?,
+            bridge: next_bridge_tag(),
+        };
+        let meta: Vec<(MetaKey, String)> = cfg
+            .meta_keys
+            .iter()
+            .map(|k| Ok((bus.register_meta_key(k)?, k.clone())))
+            .collect::<Result<_, BridgeError>>()?;
+        let counters = Arc::new(Counters::default());
+        let rejects = Arc::new(Rejects::new(cfg.reject_capacity));
+        let (out_tx, out_rx) = mpsc::channel(cfg.queue_capacity);
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let pending: PendingMap = Arc::new(Mutex::new(HashMap::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let default_retry = cfg.retry.unwrap_or(bus.config().retry);
+
+        // Bus subscriptions first: JetStream handlers must exist before messages arrive.
+        let mut subscriptions = Vec::new();
+        let mut subscribe = |bus: &Bus<SLOT>,
+                             f: &mut dyn FnMut(
+            &Bus<SLOT>,
+        ) -> Result<
+            SubscriptionId,
+            crate::error::BusError,
+        >| { f(bus).map(|id| subscriptions.push(id)) };
+        let mut routes = Vec::with_capacity(cfg.exports.len());
+        let mut result: Result<(), BridgeError> = Ok(());
+        let BridgeBuilder {
+            urls,
+            namespace,
+            max_hops,
+            inflight,
+            exports,
+            imports,
+            js_imports,
+            replicas,
+            max_remote_agents,
+            connect_timeout,
+            max_reconnect_delay,
+            local_full_patience,
+            ack_wait,
+            drain_timeout,
+            ..
+        } = cfg;
+        for (i, export) in exports.into_iter().enumerate() {
+            routes.push(export.mode);
+            let handler = outbound::export_handler(
+                i as u16,
+                out_tx.clone(),
+                mark,
+                max_hops,
+                Arc::clone(&counters),
+            );
+            let mut handler = Some(handler);
+            let agent = match &export.agent {
+                Some(name) => match bus.register_agent(name) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                },
+                None => None,
+            };
+            let mut sub = Some(Subscription::new(export.filter).with_retry(default_retry));
+            let r = subscribe(&bus, &mut |bus| {
+                let mut s = sub.take().unwrap_or_default();
+                if let Some(a) = agent {
+                    s = s.for_agent(a);
+                }
+                match handler.take() {
+                    Some(h) => bus.subscribe_with(s, h),
+                    None => Err(crate::error::BusError::Closed),
+                }
+            });
+            if let Err(e) = r {
+                result = Err(e.into());
+                break;
+            }
+        }
+        drop(out_tx);
+        let mut specs = Vec::with_capacity(js_imports.len());
+        let mut policies = Vec::with_capacity(js_imports.len());
+        if result.is_ok() {
+            for (index, import) in js_imports.into_iter().enumerate() {
+                let policy = import.retry.unwrap_or(default_retry);
+                policies.push(policy);
+                specs.push(ConsumerSpec {
+                    index,
+                    durable: import.durable.clone(),
+                    subject: subjects::listen(&namespace, true, import.agent.as_deref()),
+                    policy,
+                    ack_wait,
+                });
+                let agent = match &import.agent {
+                    Some(name) => match bus.register_agent(name) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            result = Err(e.into());
+                            break;
+                        }
+                    },
+                    None => None,
+                };
+                let filter = and_also(import.filter, jetstream::from_consumer(mark, index));
+                let mut s = Subscription::new(filter).with_retry(policy);
+                if let Some(a) = agent {
+                    s = s.for_agent(a);
+                }
+                let handler = jetstream::consumer_handler(
+                    import.handler,
+                    mark,
+                    policy,
+                    Arc::clone(&pending),
+                    ack_tx.clone(),
+                    Arc::clone(&counters),
+                );
+                match bus.subscribe_with(s, handler) {
+                    Ok(id) => subscriptions.push(id),
+                    Err(e) => {
+                        result = Err(e.into());
+                        break;
+                    }
+                }
+            }
+        }
+        let mut bridge = Bridge {
+            bus: Arc::clone(&bus),
+            bus_id: bus_id.clone(),
+            namespace: namespace.clone(),
+            counters: Arc::clone(&counters),
+            rejects: Arc::clone(&rejects),
+            mark,
+            subscriptions,
+            stop: Some(stop_tx),
+            thread: None,
+        };
+        // On an error the bridge's drop unsubscribes what was subscribed.
+        result?;
+
+        let plan = Plan {
+            bus,
+            urls,
+            bus_id,
+            namespace,
+            mark,
+            meta,
+            routes,
+            imports,
+            specs,
+            policies,
+            replicas,
+            max_hops,
+            inflight,
+            max_remote_agents,
+            connect_timeout,
+            max_reconnect_delay,
+            local_full_patience,
+            drain_timeout,
+            counters,
+            rejects,
+            pending,
+            ack_tx,
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("dreamnet-bridge-{}", mark.bridge))
+            .spawn(move || run(plan, out_rx, ack_rx, stop_rx, ready_tx))
+            .map_err(|e| BridgeError::Runtime(e.to_string()))?;
+        bridge.thread = Some(thread);
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(bridge),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BridgeError::Runtime(
+                "the bridge thread ended at start".into(),
+            )),
+        }
+    }
+}
+
+impl<const SLOT: usize> Drop for Bridge<SLOT> {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Everything the runtime thread needs.
+struct Plan<const SLOT: usize> {
+    bus: Arc<Bus<SLOT>>,
+    urls: Vec<String>,
+    bus_id: String,
+    namespace: String,
+    mark: WireMark,
+    meta: Vec<(MetaKey, String)>,
+    routes: Vec<Mode>,
+    imports: Vec<Import>,
+    specs: Vec<ConsumerSpec>,
+    policies: Vec<crate::backoff::RetryPolicy>,
+    replicas: usize,
+    max_hops: u8,
+    inflight: usize,
+    max_remote_agents: usize,
+    connect_timeout: Duration,
+    max_reconnect_delay: Duration,
+    local_full_patience: Duration,
+    drain_timeout: Duration,
+    counters: Arc<Counters>,
+    rejects: Arc<Rejects>,
+    pending: PendingMap,
+    ack_tx: mpsc::UnboundedSender<inbound::AckCmd>,
+}
+
+/// The bridge thread: a current-thread tokio runtime running every task of the bridge.
+fn run<const SLOT: usize>(
+    plan: Plan<SLOT>,
+    out_rx: mpsc::Receiver<outbound::OutItem<SLOT>>,
+    ack_rx: mpsc::UnboundedReceiver<inbound::AckCmd>,
+    stop: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<Result<(), BridgeError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(BridgeError::Runtime(e.to_string())));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let outbound = match setup(plan, ack_rx, stop.clone()).await {
+            Ok(outbound) => outbound,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        // Runs until stop; the other tasks end with the runtime.
+        outbound.run(out_rx, stop).await;
+    });
+}
+
+/// Exponential reconnect delay: 10 ms doubling, capped at `max`.
+fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    let shift = attempts.min(16) as u32;
+    Duration::from_millis(10u64 << shift).min(max)
+}
+
+/// Connects, sets up JetStream and the subscriptions, and spawns the inbound tasks.
+async fn setup<const SLOT: usize>(
+    plan: Plan<SLOT>,
+    ack_rx: mpsc::UnboundedReceiver<inbound::AckCmd>,
+    stop: watch::Receiver<bool>,
+) -> Result<Outbound<SLOT>, BridgeError> {
+    let counters = Arc::clone(&plan.counters);
+    let events = Arc::clone(&counters);
+    let max_delay = plan.max_reconnect_delay;
+    let options = async_nats::ConnectOptions::new()
+        .name(&plan.bus_id)
+        .no_echo()
+        .connection_timeout(plan.connect_timeout)
+        .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay))
+        .event_callback(move |event| {
+            let counters = Arc::clone(&events);
+            async move {
+                match event {
+                    // The first connection is not a reconnection.
+                    async_nats::Event::Connected
+                        if counters
+                            .disconnects
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            > 0 =>
+                    {
+                        incr(&counters.reconnects)
+                    }
+                    async_nats::Event::Disconnected => incr(&counters.disconnects),
+                    async_nats::Event::SlowConsumer(_) => incr(&counters.slow_consumer),
+                    _ => {}
+                }
+            }
+        });
+    let client = options
+        .connect(plan.urls.clone())
+        .await
+        .map_err(|e| BridgeError::Connect {
+            url: plan.urls.join(","),
+            reason: e.to_string(),
+        })?;
+    let needs_js = !plan.specs.is_empty() || plan.routes.contains(&Mode::JetStream);
+    let js = needs_js.then(|| {
+        async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build(client.clone())
+    });
+    let stream_name = subjects::stream_name(&plan.namespace);
+    if let Some(js) = &js {
+        jetstream::ensure_stream(js, &plan.namespace, plan.replicas).await?;
+        for spec in &plan.specs {
+            jetstream::ensure_consumer(js, &stream_name, spec).await?;
+        }
+    }
+    let (sink_tx, sink_rx) = mpsc::channel::<Arrival>(SINK_CAPACITY);
+    for import in &plan.imports {
+        let subject = subjects::listen(&plan.namespace, false, import.agent.as_deref());
+        let subscribed = if import.queue {
+            let queue = subjects::token(import.agent.as_deref().unwrap_or(subjects::ALL));
+            client.queue_subscribe(subject.clone(), queue).await
+        } else {
+            client.subscribe(subject.clone()).await
+        };
+        let mut subscriber = subscribed.map_err(|e| BridgeError::Subscribe {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        })?;
+        let tx = sink_tx.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(msg) = subscriber.next().await {
+                if tx.send(Arrival { msg, js: None }).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // The server has every subscription once the flush returns: imports see what is
+    // published after `start` returns.
+    client.flush().await.map_err(|e| BridgeError::Subscribe {
+        subject: "(flush)".into(),
+        reason: e.to_string(),
+    })?;
+    if let Some(js) = &js {
+        for spec in plan.specs.iter().cloned() {
+            tokio::spawn(jetstream::consume(
+                js.clone(),
+                stream_name.clone(),
+                spec,
+                sink_tx.clone(),
+                stop.clone(),
+                max_delay,
+            ));
+        }
+    }
+    drop(sink_tx);
+    tokio::spawn(jetstream::acknowledge(ack_rx));
+    let sink = Sink::new(
+        Arc::clone(&plan.bus),
+        plan.bus_id.clone(),
+        plan.mark,
+        plan.max_hops,
+        plan.max_remote_agents,
+        plan.local_full_patience,
+        Arc::clone(&counters),
+        plan.rejects,
+        plan.pending,
+        plan.ack_tx,
+        plan.policies,
+    );
+    tokio::spawn(sink.run(sink_rx));
+    Ok(Outbound::new(
+        plan.bus,
+        client,
+        js,
+        plan.routes,
+        plan.namespace,
+        plan.bus_id,
+        counters,
+        plan.mark.key,
+        plan.meta,
+        plan.inflight,
+        plan.drain_timeout,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_the_cap() {
+        let max = Duration::from_secs(2);
+        assert_eq!(reconnect_delay(0, max), Duration::from_millis(10));
+        assert_eq!(reconnect_delay(3, max), Duration::from_millis(80));
+        assert_eq!(reconnect_delay(100, max), max);
+    }
+}
