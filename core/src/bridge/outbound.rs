@@ -154,7 +154,12 @@ impl<const SLOT: usize> Outbound<SLOT> {
             tokio::select! {
                 item = rx.recv() => match item {
                     Some(item) => self.send(item).await,
-                    None => break,
+                    // No export holds a sender (a bridge that only imports): the runtime
+                    // must still run the inbound tasks until told to stop.
+                    None => {
+                        let _ = stop.changed().await;
+                        break;
+                    }
                 },
                 _ = stop.changed() => break,
             }
