@@ -114,3 +114,106 @@ fn jetstream_at_least_once_across_a_server_restart() {
         got.len()
     );
 }
+
+/// The handler's outcome is the ack: `Done` acks, `Retry` naks (JetStream redelivers after
+/// the policy's delay), `Fail` terminates, and a `Retry` on the last delivery the policy
+/// allows (MaxDeliver = `max_attempts`) terminates too; both end in the bus's dead letters.
+#[test]
+fn jetstream_outcomes_ack_nak_and_term() {
+    use dreamnet_bus::bridge::jetstream::DELIVERIES_EXHAUSTED;
+    use dreamnet_bus::{DeadReason, ErrorCode, Jitter};
+    use std::collections::HashMap;
+
+    const EACH: u64 = 10;
+    let server = NatsServer::start();
+    let url = server.url();
+    let consumer_bus = Arc::new(Bus::builder().build().unwrap());
+    let job = consumer_bus.register_event_type("js.job").unwrap();
+    let policy = RetryPolicy::builder()
+        .max_attempts(3)
+        .base(Duration::from_millis(10))
+        .cap(Duration::from_millis(40))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let calls: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let record = Arc::clone(&calls);
+    let consumer = Bridge::builder(&url)
+        .bus_id("consumer")
+        .jetstream_import(
+            JetStreamImport::new("outcomes", Some("sink"), Filter::of_type(job), move |d| {
+                let c = d.header().correlation_id();
+                let mut calls = record.lock().unwrap();
+                let n = calls.entry(c).or_insert(0);
+                *n += 1;
+                match c % 3 {
+                    0 => Outcome::fail(7),
+                    1 if *n == 1 => Outcome::retry(1),
+                    1 => Outcome::Done,
+                    _ => Outcome::retry(2),
+                }
+            })
+            .with_retry(policy),
+        )
+        .start(Arc::clone(&consumer_bus))
+        .expect("consumer bridge");
+
+    let producer_bus = Arc::new(Bus::builder().build().unwrap());
+    let pjob = producer_bus.register_event_type("js.job").unwrap();
+    let sink = producer_bus.register_agent("sink").unwrap();
+    let me = producer_bus.register_agent("producer").unwrap();
+    let producer = Bridge::builder(&url)
+        .bus_id("producer")
+        .export(Export::agent("sink", Filter::of_type(pjob)).jetstream())
+        .start(Arc::clone(&producer_bus))
+        .expect("producer bridge");
+    let mut publisher = producer_bus.publisher(me).unwrap();
+    for c in 1..=3 * EACH {
+        publisher
+            .publish(Event::new(pjob).to(sink).with_correlation_id(c))
+            .unwrap();
+    }
+
+    let expected = |c: u64| match c % 3 {
+        0 => 1,
+        1 => 2,
+        _ => 3,
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    let done = || {
+        let calls = calls.lock().unwrap();
+        (1..=3 * EACH).all(|c| calls.get(&c).copied() == Some(expected(c)))
+            && consumer_bus.dead_letters().len() == 2 * EACH as usize
+    };
+    while !done() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let calls_now = calls.lock().unwrap().clone();
+    for c in 1..=3 * EACH {
+        assert_eq!(calls_now.get(&c).copied(), Some(expected(c)), "event {c}");
+    }
+    let mut reasons: HashMap<DeadReason, u64> = HashMap::new();
+    consumer_bus
+        .dead_letters()
+        .inspect(|l| *reasons.entry(l.reason).or_default() += 1);
+    assert_eq!(
+        reasons,
+        HashMap::from([
+            (DeadReason::Failed { code: ErrorCode(7) }, EACH),
+            (
+                DeadReason::Failed {
+                    code: DELIVERIES_EXHAUSTED
+                },
+                EACH
+            ),
+        ])
+    );
+    let s = consumer.shutdown();
+    assert_eq!(s.in_acked, EACH, "{s:?}");
+    assert_eq!(s.in_nacked, EACH + 2 * EACH, "{s:?}");
+    assert_eq!(s.in_termed, 2 * EACH, "{s:?}");
+    assert_eq!(s.in_redelivered, EACH + 2 * EACH, "{s:?}");
+    assert_eq!(s.dropped_total(), 0, "{s:?}");
+    drop(producer);
+}
