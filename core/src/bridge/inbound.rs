@@ -175,7 +175,7 @@ impl<const SLOT: usize> Sink<SLOT> {
             .map_err(|e| Refused::Reject(DropReason::BadHeaders, RejectReason::Headers(e)))?;
         // Our own id on the path is an echo or a loop, except a JetStream message straight
         // from this bus: a durable consumer shared with other processes hands work back.
-        let ours = inc.path.iter().any(|b| *b == self.bus_id);
+        let ours = inc.path.contains(&self.bus_id);
         if ours && !(js_consumer.is_some() && inc.path.len() == 1) {
             return Err(Refused::Drop(DropReason::Loop));
         }
