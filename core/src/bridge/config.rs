@@ -142,7 +142,7 @@ impl<const SLOT: usize> JetStreamImport<SLOT> {
     }
 
     /// The retry policy: MaxDeliver is its `max_attempts`, a `Retry`'s nak delay its
-    /// backoff (default: the bus's policy).
+    /// backoff (default: the bus's retry policy).
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
@@ -356,8 +356,8 @@ impl<const SLOT: usize> BridgeBuilder<SLOT> {
         self
     }
 
-    /// The retry policy of the bridge's own subscriptions (how long a full outbound queue
-    /// is retried before the event is dead-lettered); default: the bus's.
+    /// The retry policy of the exports' subscriptions (how long a full outbound queue is
+    /// retried before the event is dead-lettered); default: [`EXPORT_RETRY`](super::EXPORT_RETRY).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self

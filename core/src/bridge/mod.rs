@@ -61,6 +61,17 @@ use jetstream::ConsumerSpec;
 use mark::next_bridge_tag;
 use outbound::Outbound;
 
+/// The exports' default retry policy: patient enough to ride out a burst larger than the
+/// queue or a reconnect of a few seconds (64 attempts, 1 ms doubling to 100 ms: about 6 s)
+/// before the bus dead-letters an event the bridge could not queue.
+pub const EXPORT_RETRY: crate::backoff::RetryPolicy = crate::backoff::RetryPolicy {
+    max_attempts: 64,
+    base: Duration::from_millis(1),
+    multiplier: 2.0,
+    cap: Duration::from_millis(100),
+    jitter: crate::backoff::Jitter::Equal,
+};
+
 /// Arrivals waiting for the sink (bounded: readers wait when the local bus is slow).
 const SINK_CAPACITY: usize = 256;
 
@@ -193,7 +204,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
         let (ack_tx, ack_rx) = mpsc::unbounded_channel();
         let pending: PendingMap = Arc::new(Mutex::new(HashMap::new()));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let default_retry = cfg.retry.unwrap_or(bus.config().retry);
+        let export_retry = cfg.retry.unwrap_or(EXPORT_RETRY);
 
         // Bus subscriptions first: JetStream handlers must exist before messages arrive.
         let mut subscriptions = Vec::new();
@@ -243,7 +254,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
                 },
                 None => None,
             };
-            let mut sub = Some(Subscription::new(export.filter).with_retry(default_retry));
+            let mut sub = Some(Subscription::new(export.filter).with_retry(export_retry));
             let r = subscribe(&bus, &mut |bus| {
                 let mut s = sub.take().unwrap_or_default();
                 if let Some(a) = agent {
@@ -264,7 +275,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
         let mut policies = Vec::with_capacity(js_imports.len());
         if result.is_ok() {
             for (index, import) in js_imports.into_iter().enumerate() {
-                let policy = import.retry.unwrap_or(default_retry);
+                let policy = import.retry.unwrap_or(bus.config().retry);
                 policies.push(policy);
                 specs.push(ConsumerSpec {
                     index,
