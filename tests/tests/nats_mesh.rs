@@ -141,3 +141,21 @@ fn two_processes_direct_broadcast_and_group_exact_counts() {
     );
     assert_eq!(beta.ask("quit"), "BYE");
 }
+
+/// A group with one process: its own work comes back to it through the NATS queue group
+/// (the group connection has echo; the main one does not, so broadcasts do not echo).
+#[test]
+fn a_group_of_one_process_takes_its_own_work_and_broadcasts_do_not_echo() {
+    let server = NatsServer::start();
+    let mut alpha = Node::start(&server.url(), "alpha", "beta").expect("alpha node");
+    alpha.send_jobs(100).unwrap();
+    alpha.send_broadcast(10).unwrap();
+    let settled = eventually(Duration::from_secs(10), || alpha.counts().group == 100);
+    assert!(settled, "{:?} {:?}", alpha.counts(), alpha.bridge.stats());
+    std::thread::sleep(Duration::from_millis(200));
+    let c = alpha.counts();
+    assert_eq!((c.group, c.broadcast), (100, 10), "{c:?}");
+    let s = alpha.bridge.stats();
+    assert_eq!(s.in_received, 100, "only the group's work came back: {s:?}");
+    assert_eq!(s.dropped_total(), 0, "{s:?}");
+}

@@ -34,6 +34,10 @@ pub(crate) const TICKET_SEQ_BITS: u32 = 40;
 pub(crate) struct Arrival {
     pub(crate) msg: async_nats::Message,
     pub(crate) js: Option<JsArrival>,
+    /// Whether a message straight from this bus is legitimate here: a queue group or a
+    /// durable consumer may hand a process its own work (a broadcast or direct
+    /// subscription never may: that would be an echo).
+    pub(crate) own_ok: bool,
 }
 
 /// A JetStream message's acknowledgement handle and delivery count.
@@ -132,11 +136,14 @@ impl<const SLOT: usize> Sink<SLOT> {
 
     async fn handle(&mut self, arrival: Arrival) {
         incr(&self.counters.in_received);
-        let Arrival { msg, js } = arrival;
+        let Arrival { msg, js, own_ok } = arrival;
         if js.as_ref().is_some_and(|j| j.delivered > 1) {
             incr(&self.counters.in_redelivered);
         }
-        let refused = match self.admit(&msg, js.as_ref().map(|j| j.consumer)).await {
+        let refused = match self
+            .admit(&msg, js.as_ref().map(|j| j.consumer), own_ok)
+            .await
+        {
             Ok((event, source)) => return self.deliver(event, source, js).await,
             Err(refused) => refused,
         };
@@ -168,15 +175,16 @@ impl<const SLOT: usize> Sink<SLOT> {
         &mut self,
         msg: &async_nats::Message,
         js_consumer: Option<usize>,
+        own_ok: bool,
     ) -> Result<(Event<SLOT>, AgentId), Refused> {
         let mut event = Event::<SLOT>::from_bytes(&msg.payload)
             .map_err(|e| Refused::Reject(DropReason::BadBytes, RejectReason::Decode(e)))?;
         let inc: Incoming = wire::decode(msg.headers.as_ref())
             .map_err(|e| Refused::Reject(DropReason::BadHeaders, RejectReason::Headers(e)))?;
-        // Our own id on the path is an echo or a loop, except a JetStream message straight
-        // from this bus: a durable consumer shared with other processes hands work back.
+        // Our own id on the path is an echo or a loop, except work straight from this bus
+        // that a queue group or a shared durable consumer handed back to it.
         let ours = inc.path.contains(&self.bus_id);
-        if ours && !(js_consumer.is_some() && inc.path.len() == 1) {
+        if ours && !(own_ok && inc.path.len() == 1) {
             return Err(Refused::Drop(DropReason::Loop));
         }
         if inc.hops > self.max_hops {

@@ -125,6 +125,7 @@ pub(crate) async fn consume(
                     let (msg, acker) = message.split();
                     let arrival = Arrival {
                         msg,
+                        own_ok: true,
                         js: Some(JsArrival {
                             acker,
                             delivered,

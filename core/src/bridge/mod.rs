@@ -36,6 +36,7 @@ mod inbound;
 pub mod jetstream;
 mod mark;
 pub mod outbound;
+mod runtime;
 pub mod subjects;
 pub mod wire;
 
@@ -55,11 +56,11 @@ pub use config::{BridgeBuilder, BridgeError, Export, Import, JetStreamImport, Mo
 pub use counters::{BridgeStats, DropReason, RejectReason, WireReject};
 pub use mark::{WireMark, MARK_KEY};
 
-use counters::{incr, Counters, Rejects};
-use inbound::{Arrival, PendingMap, Sink};
+use counters::{Counters, Rejects};
+use inbound::PendingMap;
 use jetstream::ConsumerSpec;
 use mark::next_bridge_tag;
-use outbound::Outbound;
+use runtime::{run, Plan};
 
 /// The exports' default retry policy: patient enough to ride out a burst larger than the
 /// queue or a reconnect of a few seconds (64 attempts, 1 ms doubling to 100 ms: about 6 s)
@@ -71,9 +72,6 @@ pub const EXPORT_RETRY: crate::backoff::RetryPolicy = crate::backoff::RetryPolic
     cap: Duration::from_millis(100),
     jitter: crate::backoff::Jitter::Equal,
 };
-
-/// Arrivals waiting for the sink (bounded: readers wait when the local bus is slow).
-const SINK_CAPACITY: usize = 256;
 
 /// A running bridge. Dropping it (or [`Bridge::shutdown`]) unsubscribes its exports, sends
 /// what is queued, waits for JetStream acks (bounded by the drain timeout) and stops its
@@ -373,207 +371,5 @@ impl<const SLOT: usize> Bridge<SLOT> {
 impl<const SLOT: usize> Drop for Bridge<SLOT> {
     fn drop(&mut self) {
         self.stop_now();
-    }
-}
-
-/// Everything the runtime thread needs.
-struct Plan<const SLOT: usize> {
-    bus: Arc<Bus<SLOT>>,
-    urls: Vec<String>,
-    bus_id: String,
-    namespace: String,
-    mark: WireMark,
-    meta: Vec<(MetaKey, String)>,
-    routes: Vec<Mode>,
-    imports: Vec<Import>,
-    specs: Vec<ConsumerSpec>,
-    policies: Vec<crate::backoff::RetryPolicy>,
-    replicas: usize,
-    max_hops: u8,
-    inflight: usize,
-    max_remote_agents: usize,
-    connect_timeout: Duration,
-    max_reconnect_delay: Duration,
-    local_full_patience: Duration,
-    drain_timeout: Duration,
-    counters: Arc<Counters>,
-    rejects: Arc<Rejects>,
-    pending: PendingMap,
-    ack_tx: mpsc::UnboundedSender<inbound::AckCmd>,
-}
-
-/// The bridge thread: a current-thread tokio runtime running every task of the bridge.
-fn run<const SLOT: usize>(
-    plan: Plan<SLOT>,
-    out_rx: mpsc::Receiver<outbound::OutItem<SLOT>>,
-    ack_rx: mpsc::UnboundedReceiver<inbound::AckCmd>,
-    stop: watch::Receiver<bool>,
-    ready: std::sync::mpsc::Sender<Result<(), BridgeError>>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = ready.send(Err(BridgeError::Runtime(e.to_string())));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let outbound = match setup(plan, ack_rx, stop.clone()).await {
-            Ok(outbound) => outbound,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let _ = ready.send(Ok(()));
-        // Runs until stop; the other tasks end with the runtime.
-        outbound.run(out_rx, stop).await;
-    });
-}
-
-/// Exponential reconnect delay: 10 ms doubling, capped at `max`.
-fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
-    let shift = attempts.min(16) as u32;
-    Duration::from_millis(10u64 << shift).min(max)
-}
-
-/// Connects, sets up JetStream and the subscriptions, and spawns the inbound tasks.
-async fn setup<const SLOT: usize>(
-    plan: Plan<SLOT>,
-    ack_rx: mpsc::UnboundedReceiver<inbound::AckCmd>,
-    stop: watch::Receiver<bool>,
-) -> Result<Outbound<SLOT>, BridgeError> {
-    let counters = Arc::clone(&plan.counters);
-    let events = Arc::clone(&counters);
-    let max_delay = plan.max_reconnect_delay;
-    let options = async_nats::ConnectOptions::new()
-        .name(&plan.bus_id)
-        .no_echo()
-        .connection_timeout(plan.connect_timeout)
-        .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max_delay))
-        .event_callback(move |event| {
-            let counters = Arc::clone(&events);
-            async move {
-                match event {
-                    // The first connection is not a reconnection.
-                    async_nats::Event::Connected
-                        if counters
-                            .disconnects
-                            .load(std::sync::atomic::Ordering::Relaxed)
-                            > 0 =>
-                    {
-                        incr(&counters.reconnects)
-                    }
-                    async_nats::Event::Disconnected => incr(&counters.disconnects),
-                    async_nats::Event::SlowConsumer(_) => incr(&counters.slow_consumer),
-                    _ => {}
-                }
-            }
-        });
-    let client = options
-        .connect(plan.urls.clone())
-        .await
-        .map_err(|e| BridgeError::Connect {
-            url: plan.urls.join(","),
-            reason: e.to_string(),
-        })?;
-    let needs_js = !plan.specs.is_empty() || plan.routes.contains(&Mode::JetStream);
-    let js = needs_js.then(|| {
-        async_nats::jetstream::ContextBuilder::new()
-            .timeout(Duration::from_secs(2))
-            .build(client.clone())
-    });
-    let stream_name = subjects::stream_name(&plan.namespace);
-    if let Some(js) = &js {
-        jetstream::ensure_stream(js, &plan.namespace, plan.replicas).await?;
-        for spec in &plan.specs {
-            jetstream::ensure_consumer(js, &stream_name, spec).await?;
-        }
-    }
-    let (sink_tx, sink_rx) = mpsc::channel::<Arrival>(SINK_CAPACITY);
-    for import in &plan.imports {
-        let subject = subjects::listen(&plan.namespace, false, import.agent.as_deref());
-        let subscribed = if import.queue {
-            let queue = subjects::token(import.agent.as_deref().unwrap_or(subjects::ALL));
-            client.queue_subscribe(subject.clone(), queue).await
-        } else {
-            client.subscribe(subject.clone()).await
-        };
-        let mut subscriber = subscribed.map_err(|e| BridgeError::Subscribe {
-            subject: subject.clone(),
-            reason: e.to_string(),
-        })?;
-        let tx = sink_tx.clone();
-        tokio::spawn(async move {
-            use futures_util::StreamExt;
-            while let Some(msg) = subscriber.next().await {
-                if tx.send(Arrival { msg, js: None }).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    // The server has every subscription once the flush returns: imports see what is
-    // published after `start` returns.
-    client.flush().await.map_err(|e| BridgeError::Subscribe {
-        subject: "(flush)".into(),
-        reason: e.to_string(),
-    })?;
-    if let Some(js) = &js {
-        for spec in plan.specs.iter().cloned() {
-            tokio::spawn(jetstream::consume(
-                js.clone(),
-                stream_name.clone(),
-                spec,
-                sink_tx.clone(),
-                stop.clone(),
-                max_delay,
-            ));
-        }
-    }
-    drop(sink_tx);
-    tokio::spawn(jetstream::acknowledge(ack_rx));
-    let sink = Sink::new(
-        Arc::clone(&plan.bus),
-        plan.bus_id.clone(),
-        plan.mark,
-        plan.max_hops,
-        plan.max_remote_agents,
-        plan.local_full_patience,
-        Arc::clone(&counters),
-        plan.rejects,
-        plan.pending,
-        plan.ack_tx,
-        plan.policies,
-    );
-    tokio::spawn(sink.run(sink_rx));
-    Ok(Outbound::new(
-        plan.bus,
-        client,
-        js,
-        plan.routes,
-        plan.namespace,
-        plan.bus_id,
-        counters,
-        plan.mark.key,
-        plan.meta,
-        plan.inflight,
-        plan.drain_timeout,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnects_back_off_to_the_cap() {
-        let max = Duration::from_secs(2);
-        assert_eq!(reconnect_delay(0, max), Duration::from_millis(10));
-        assert_eq!(reconnect_delay(3, max), Duration::from_millis(80));
-        assert_eq!(reconnect_delay(100, max), max);
     }
 }
