@@ -63,6 +63,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backoff;
+mod barrier;
 #[cfg(feature = "nats")]
 pub mod bridge;
 mod bus;
@@ -74,6 +75,7 @@ mod error;
 mod event;
 mod intake;
 mod lanes;
+mod mailbox;
 mod names;
 mod outcome;
 mod priority;
@@ -83,6 +85,7 @@ mod retry;
 mod router;
 mod schedule;
 mod shard;
+mod shared;
 mod stats;
 mod subscription;
 mod sync;
