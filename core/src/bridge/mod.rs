@@ -17,7 +17,7 @@
 //!   full outbound queue makes it return `Retry` ([`outbound`]).
 //! - **Inbound**: [`Import`]s subscribe (a group import is a NATS queue group); bytes are
 //!   checked with [`Event::from_bytes`](crate::Event::from_bytes), names mapped to this
-//!   bus's ids, and the event is published as the remote agent's local id ([`inbound`]).
+//!   bus's ids, and the event is published as the remote agent's local id (`inbound`).
 //! - **Loops are impossible**: every message carries the path of bus ids and a hop count;
 //!   a bus drops a message whose path has it already, and a bridge never sends back out
 //!   what it brought in (the [`WireMark`] says so).

@@ -1,10 +1,10 @@
 //! Outbound: local events to NATS.
 //!
-//! The bridge's bus subscriptions run [`export_handler`] on a shard: it only checks the
+//! The bridge's bus subscriptions run `export_handler` on a shard: it only checks the
 //! wire mark and puts a copy of the slot on a bounded queue (`try_send`, never blocking a
 //! shard). When the queue is full the handler returns `Retry`, so the bus holds the event
 //! on its timer wheel under its retry policy and, when that runs out, dead-letters it:
-//! backpressure, and nothing buffered without bound. The runtime thread's [`Outbound`]
+//! backpressure, and nothing buffered without bound. The runtime thread's `Outbound`
 //! resolves names, builds the headers and publishes: core NATS at most once, JetStream
 //! with a bounded number of publishes awaiting their ack, each sent again (same
 //! `Nats-Msg-Id`, so the stream keeps one) until the stream acknowledges it.
