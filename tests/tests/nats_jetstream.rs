@@ -217,3 +217,53 @@ fn jetstream_outcomes_ack_nak_and_term() {
     assert_eq!(s.dropped_total(), 0, "{s:?}");
     drop(producer);
 }
+
+/// A JetStream import whose filter does not match what its consumer pulls: no handler can
+/// ever ack those messages, so they are terminated and counted, not redelivered forever.
+#[test]
+fn jetstream_messages_no_handler_takes_are_terminated_and_counted() {
+    use dreamnet_bus::bridge::DropReason;
+
+    let server = NatsServer::start();
+    let url = server.url();
+    let consumer_bus = Arc::new(Bus::builder().build().unwrap());
+    let other = consumer_bus.register_event_type("js.other").unwrap();
+    let consumer = Bridge::builder(&url)
+        .bus_id("consumer")
+        .jetstream_import(JetStreamImport::new(
+            "mismatch",
+            Some("sink"),
+            Filter::of_type(other),
+            |_| Outcome::Done,
+        ))
+        .start(Arc::clone(&consumer_bus))
+        .unwrap();
+    let producer_bus = Arc::new(Bus::builder().build().unwrap());
+    let job = producer_bus.register_event_type("js.job").unwrap();
+    let sink = producer_bus.register_agent("sink").unwrap();
+    let me = producer_bus.register_agent("producer").unwrap();
+    let producer = Bridge::builder(&url)
+        .bus_id("producer")
+        .export(Export::agent("sink", Filter::of_type(job)).jetstream())
+        .start(Arc::clone(&producer_bus))
+        .unwrap();
+    let mut publisher = producer_bus.publisher(me).unwrap();
+    for c in 1..=3 {
+        publisher
+            .publish(Event::new(job).to(sink).with_correlation_id(c))
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while consumer.stats().in_termed < 3 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let s = consumer.stats();
+    assert_eq!(s.dropped(DropReason::NoHandler), 3, "{s:?}");
+    assert_eq!(
+        (s.in_received, s.in_termed, s.in_redelivered),
+        (3, 3, 0),
+        "{s:?}"
+    );
+    drop(producer);
+}

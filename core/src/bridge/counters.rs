@@ -38,11 +38,16 @@ pub enum DropReason {
     PublishFailed,
     /// Outbound: the bridge shut down before JetStream acknowledged the message.
     Shutdown,
+    /// Inbound, JetStream: the message's type is not one the import's filter takes, or no
+    /// subscription matched it at publish, so no handler could acknowledge it; the message
+    /// is terminated. (A message the filter's predicate refuses is not seen here: it is
+    /// redelivered after the ack wait until MaxDeliver, then the server drops it.)
+    NoHandler,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -57,6 +62,7 @@ impl DropReason {
         DropReason::MetadataFull,
         DropReason::PublishFailed,
         DropReason::Shutdown,
+        DropReason::NoHandler,
     ];
 
     /// The index of this reason in [`BridgeStats::dropped`].
@@ -78,6 +84,7 @@ impl DropReason {
             DropReason::MetadataFull => "metadata-full",
             DropReason::PublishFailed => "publish-failed",
             DropReason::Shutdown => "shutdown",
+            DropReason::NoHandler => "no-handler",
         }
     }
 }
@@ -251,5 +258,37 @@ impl Rejects {
 
     pub(crate) fn stored(&self) -> u64 {
         self.lock().stored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_table_in_order_with_distinct_names() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn the_reject_ring_is_bounded_and_counts_what_it_stored() {
+        let rejects = Rejects::new(2);
+        for i in 0..5u8 {
+            rejects.record(WireReject {
+                subject: format!("s{i}"),
+                reason: RejectReason::Name("x".into()),
+                bytes: vec![i],
+            });
+        }
+        assert_eq!(rejects.len(), 2);
+        assert_eq!(rejects.stored(), 5);
+        let mut seen = Vec::new();
+        rejects.inspect(&mut |r| seen.push(r.bytes[0]));
+        assert_eq!(seen, [3, 4], "the oldest gave way");
     }
 }

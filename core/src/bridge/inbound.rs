@@ -52,7 +52,12 @@ pub(crate) struct JsArrival {
 pub(crate) struct Pending {
     pub(crate) acker: Acker,
     pub(crate) delivered: u32,
+    /// When it was published into the bus (stale entries are purged: see `remember`).
+    pub(crate) since: Instant,
 }
+
+/// Purge stale pending entries every this many inserts.
+const PURGE_EVERY: u64 = 1024;
 
 /// Tickets in flight, shared with the consumers' handlers.
 pub(crate) type PendingMap = Arc<Mutex<HashMap<u64, Pending>>>;
@@ -71,12 +76,14 @@ pub(crate) struct Sink<const SLOT: usize> {
     pub(crate) max_hops: u8,
     pub(crate) max_remote_agents: usize,
     pub(crate) patience: Duration,
+    pub(crate) ack_wait: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) rejects: Arc<Rejects>,
     pub(crate) pending: PendingMap,
     pub(crate) acks: mpsc::UnboundedSender<AckCmd>,
-    /// Per JetStream import: its retry policy (for a nak's delay when the bus is full).
-    pub(crate) policies: Vec<RetryPolicy>,
+    /// Per JetStream import: its retry policy (for a nak's delay when the bus is full) and
+    /// the event types its filter takes (empty: all).
+    pub(crate) policies: Vec<(RetryPolicy, Vec<EventType>)>,
     types: HashMap<String, EventType>,
     agents: HashMap<String, AgentId>,
     keys: HashMap<String, MetaKey>,
@@ -101,11 +108,12 @@ impl<const SLOT: usize> Sink<SLOT> {
         max_hops: u8,
         max_remote_agents: usize,
         patience: Duration,
+        ack_wait: Duration,
         counters: Arc<Counters>,
         rejects: Arc<Rejects>,
         pending: PendingMap,
         acks: mpsc::UnboundedSender<AckCmd>,
-        policies: Vec<RetryPolicy>,
+        policies: Vec<(RetryPolicy, Vec<EventType>)>,
     ) -> Self {
         Sink {
             bus,
@@ -114,6 +122,7 @@ impl<const SLOT: usize> Sink<SLOT> {
             max_hops,
             max_remote_agents,
             patience,
+            ack_wait,
             counters,
             rejects,
             pending,
@@ -273,29 +282,42 @@ impl<const SLOT: usize> Sink<SLOT> {
     async fn deliver(&mut self, event: Event<SLOT>, source: AgentId, js: Option<JsArrival>) {
         let ticket = self.mark.ticket_of(event.header()).filter(|t| *t != 0);
         if let (Some(t), Some(j)) = (ticket, js) {
-            self.lock_pending().insert(
-                t,
-                Pending {
-                    acker: j.acker,
-                    delivered: j.delivered,
-                },
-            );
+            self.remember(t, j);
+        }
+        if let Some(t) = ticket {
+            // A type the import's filter does not take would reach no handler.
+            let consumer = ((t >> TICKET_SEQ_BITS) as usize).saturating_sub(1);
+            let ty = event.header().event_type();
+            if let Some((_, types)) = self.policies.get(consumer) {
+                if !types.is_empty() && !types.contains(&ty) {
+                    return self.no_handler(t);
+                }
+            }
         }
         let outcome = self.publish(event, source).await;
+        let Some(t) = ticket else {
+            // Core NATS: at most once; a refusal is a counted drop.
+            match outcome {
+                Ok(_) => incr(&self.counters.in_published),
+                Err(reason) => self.counters.drop_one(reason),
+            }
+            return;
+        };
         match outcome {
-            Ok(()) => incr(&self.counters.in_published),
-            Err(reason) => {
-                self.counters.drop_one(reason);
-                let Some(t) = ticket else { return };
+            Ok(shards) if shards > 0 => incr(&self.counters.in_published),
+            // No subscription took it, so no handler will ever acknowledge it: the import's
+            // filter does not match what its consumer pulls. Terminated, counted.
+            Ok(_) => self.no_handler(t),
+            // The bus did not take it: JetStream keeps it and delivers it again later.
+            Err(_) => {
                 let Some(p) = self.lock_pending().remove(&t) else {
                     return;
                 };
-                // The bus did not take it: JetStream keeps it and delivers it again.
                 let consumer = ((t >> TICKET_SEQ_BITS) as usize).saturating_sub(1);
                 let delay = self
                     .policies
                     .get(consumer)
-                    .map(|p| p.cap)
+                    .map(|(p, _)| p.cap)
                     .unwrap_or(self.patience);
                 incr(&self.counters.in_nacked);
                 let _ = self.acks.send(AckCmd {
@@ -306,13 +328,53 @@ impl<const SLOT: usize> Sink<SLOT> {
         }
     }
 
+    /// Terminates a JetStream message no handler can take (counted).
+    fn no_handler(&mut self, ticket: u64) {
+        self.counters.drop_one(DropReason::NoHandler);
+        if let Some(p) = self.lock_pending().remove(&ticket) {
+            incr(&self.counters.in_termed);
+            let _ = self.acks.send(AckCmd {
+                acker: p.acker,
+                kind: AckKind::Term,
+            });
+        }
+    }
+
+    /// Keeps a JetStream message's acker until its handler decides. An entry whose event
+    /// never reached the handler (its deadline passed, the bus closed, the handler
+    /// panicked) is redelivered by the server after the ack wait under a new ticket, so
+    /// entries older than twice the ack wait are dropped: the map stays bounded by what
+    /// the consumers have in flight.
+    fn remember(&mut self, ticket: u64, j: JsArrival) {
+        let now = Instant::now();
+        let stale = self.ack_wait.saturating_mul(2);
+        let purge = self.next_ticket % PURGE_EVERY == 0;
+        let mut pending = self.lock_pending();
+        if purge {
+            pending.retain(|_, p| now.duration_since(p.since) < stale);
+        }
+        pending.insert(
+            ticket,
+            Pending {
+                acker: j.acker,
+                delivered: j.delivered,
+                since: now,
+            },
+        );
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
         // Map operations are single calls: a panic cannot leave it half-updated.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Publishes, waiting up to the patience for room on a full bus.
-    async fn publish(&mut self, mut event: Event<SLOT>, source: AgentId) -> Result<(), DropReason> {
+    /// Publishes, waiting up to the patience for room on a full bus; returns how many
+    /// shards took the event (0: no subscription matched).
+    async fn publish(
+        &mut self,
+        mut event: Event<SLOT>,
+        source: AgentId,
+    ) -> Result<u32, DropReason> {
         if !self.publishers.contains_key(&source) {
             if self.publishers.len() >= self.max_remote_agents {
                 return Err(DropReason::TooManyAgents);
@@ -330,7 +392,7 @@ impl<const SLOT: usize> Sink<SLOT> {
                 return Err(DropReason::Closed);
             };
             match publisher.try_publish(event) {
-                Ok(_) => return Ok(()),
+                Ok(receipt) => return Ok(receipt.shards),
                 Err(PublishError::Full(e)) | Err(PublishError::Timeout(e)) => {
                     if Instant::now() >= deadline {
                         return Err(DropReason::LocalFull);

@@ -274,7 +274,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
         if result.is_ok() {
             for (index, import) in js_imports.into_iter().enumerate() {
                 let policy = import.retry.unwrap_or(bus.config().retry);
-                policies.push(policy);
+                policies.push((policy, import.filter.types().to_vec()));
                 specs.push(ConsumerSpec {
                     index,
                     durable: import.durable.clone(),
@@ -346,6 +346,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
             connect_timeout,
             max_reconnect_delay,
             local_full_patience,
+            ack_wait,
             drain_timeout,
             counters,
             rejects,
