@@ -36,6 +36,12 @@
 //! - **Ordering**: FIFO per publisher per priority to each subscription. Nothing between
 //!   priorities or publishers; a retried event is out of order by design.
 //!
+//! ## Features
+//!
+//! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
+//!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
+//!   with it on, a bus without a bridge runs the same code.
+//!
 //! ## Example
 //!
 //! ```

@@ -12,6 +12,28 @@
 //!  └──────────┘                   └───────────────────────────────────────────┘
 //! ```
 //!
+//! Two processes in a few lines (process B mirrors A with its own bus id, importing what
+//! is addressed to it):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use dreamnet_bus::bridge::{Bridge, Export, Import};
+//! use dreamnet_bus::{Bus, Filter};
+//!
+//! let bus = Arc::new(Bus::builder().build()?);
+//! let task = bus.register_event_type("task")?;
+//! let bridge = Bridge::builder("nats://127.0.0.1:4222")
+//!     .bus_id("alpha")                                       // unique per process
+//!     .export(Export::agent("beta", Filter::of_type(task)))  // -> dreamnet.task.beta
+//!     .export(Export::broadcast(Filter::any()))              // -> dreamnet.<type>.all
+//!     .import(Import::agent("alpha"))                        // <- dreamnet.*.alpha
+//!     .import(Import::broadcast())                           // <- dreamnet.*.all
+//!     .start(Arc::clone(&bus))?;
+//! // Local subscriptions see remote events as from the remote agent (mapped by name).
+//! println!("{:?}", bridge.stats());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! - **Names cross the wire, not ids**, in NATS headers ([`wire`] says why).
 //! - **Outbound**: each [`Export`] is a bus subscription of the bridge's (public API); a
 //!   full outbound queue makes it return `Retry` ([`outbound`]).
