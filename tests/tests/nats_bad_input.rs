@@ -116,3 +116,32 @@ fn bad_inbound_bytes_are_counted_and_dead_lettered_and_the_process_keeps_running
     assert!(matches!(rejects[3].reason, RejectReason::Headers(_)));
     assert!(matches!(rejects[5].reason, RejectReason::Headers(_)));
 }
+
+/// No server: `start` is a typed error naming the URL, and the bridge leaves nothing
+/// subscribed on the bus (an event its export would have taken is unroutable).
+#[test]
+fn no_server_is_a_typed_error_and_leaves_nothing_subscribed() {
+    use dreamnet_bus::bridge::{Bridge, BridgeError, Export};
+    use dreamnet_bus::{Bus, Filter, RunMode};
+    use dreamnet_bus_tests::nats_server::free_port;
+    use std::sync::Arc;
+
+    let bus = Arc::new(Bus::builder().mode(RunMode::Poll).build().unwrap());
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let err = Bridge::builder(&url)
+        .export(Export::broadcast(Filter::of_type(EventType::SYSTEM_EVENT)))
+        .start(Arc::clone(&bus))
+        .expect_err("no server listens there");
+    assert!(
+        matches!(&err, BridgeError::Connect { url: u, .. } if *u == url),
+        "{err:?}"
+    );
+    let me = bus.register_agent("alpha").unwrap();
+    let mut shards = bus.take_shards().unwrap();
+    let mut publisher = bus.publisher(me).unwrap();
+    let receipt = publisher
+        .try_publish(Event::new(EventType::SYSTEM_EVENT))
+        .unwrap();
+    shards[0].poll(16);
+    assert_eq!(receipt.shards, 0, "the export's subscription was removed");
+}
