@@ -226,17 +226,6 @@ impl<const SLOT: usize> Bridge<SLOT> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let export_retry = cfg.retry.unwrap_or(EXPORT_RETRY);
 
-        // Bus subscriptions first: JetStream handlers must exist before messages arrive.
-        let mut subscriptions = Vec::new();
-        let mut subscribe = |bus: &Bus<SLOT>,
-                             f: &mut dyn FnMut(
-            &Bus<SLOT>,
-        ) -> Result<
-            SubscriptionId,
-            crate::error::BusError,
-        >| { f(bus).map(|id| subscriptions.push(id)) };
-        let mut routes = Vec::with_capacity(cfg.exports.len());
-        let mut result: Result<(), BridgeError> = Ok(());
         let BridgeBuilder {
             urls,
             namespace,
@@ -254,6 +243,21 @@ impl<const SLOT: usize> Bridge<SLOT> {
             drain_timeout,
             ..
         } = cfg;
+        // From here on, an error drops `bridge`, which unsubscribes what was subscribed.
+        let mut bridge = Bridge {
+            bus: Arc::clone(&bus),
+            bus_id: bus_id.clone(),
+            namespace: namespace.clone(),
+            counters: Arc::clone(&counters),
+            rejects: Arc::clone(&rejects),
+            mark,
+            subscriptions: Vec::new(),
+            stop: Some(stop_tx),
+            thread: None,
+        };
+
+        // Bus subscriptions first: JetStream handlers must exist before messages arrive.
+        let mut routes = Vec::with_capacity(exports.len());
         for (i, export) in exports.into_iter().enumerate() {
             routes.push(export.mode);
             let handler = outbound::export_handler(
@@ -263,92 +267,44 @@ impl<const SLOT: usize> Bridge<SLOT> {
                 max_hops,
                 Arc::clone(&counters),
             );
-            let mut handler = Some(handler);
-            let agent = match &export.agent {
-                Some(name) => match bus.register_agent(name) {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        result = Err(e.into());
-                        break;
-                    }
-                },
-                None => None,
-            };
-            let mut sub = Some(Subscription::new(export.filter).with_retry(export_retry));
-            let r = subscribe(&bus, &mut |bus| {
-                let mut s = sub.take().unwrap_or_default();
-                if let Some(a) = agent {
-                    s = s.for_agent(a);
-                }
-                match handler.take() {
-                    Some(h) => bus.subscribe_with(s, h),
-                    None => Err(crate::error::BusError::Closed),
-                }
-            });
-            if let Err(e) = r {
-                result = Err(e.into());
-                break;
+            let mut subscription = Subscription::new(export.filter).with_retry(export_retry);
+            if let Some(name) = &export.agent {
+                subscription = subscription.for_agent(bus.register_agent(name)?);
             }
+            bridge
+                .subscriptions
+                .push(bus.subscribe_with(subscription, handler)?);
         }
         drop(out_tx);
         let mut specs = Vec::with_capacity(js_imports.len());
         let mut policies = Vec::with_capacity(js_imports.len());
-        if result.is_ok() {
-            for (index, import) in js_imports.into_iter().enumerate() {
-                let policy = import.retry.unwrap_or(bus.config().retry);
-                policies.push((policy, import.filter.types().to_vec()));
-                specs.push(ConsumerSpec {
-                    index,
-                    durable: import.durable.clone(),
-                    subject: subjects::listen(&namespace, true, import.agent.as_deref()),
-                    policy,
-                    ack_wait,
-                });
-                let agent = match &import.agent {
-                    Some(name) => match bus.register_agent(name) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            result = Err(e.into());
-                            break;
-                        }
-                    },
-                    None => None,
-                };
-                let filter = and_also(import.filter, jetstream::from_consumer(mark, index));
-                let mut s = Subscription::new(filter).with_retry(policy);
-                if let Some(a) = agent {
-                    s = s.for_agent(a);
-                }
-                let handler = jetstream::consumer_handler(
-                    import.handler,
-                    mark,
-                    policy,
-                    Arc::clone(&pending),
-                    ack_tx.clone(),
-                    Arc::clone(&counters),
-                );
-                match bus.subscribe_with(s, handler) {
-                    Ok(id) => subscriptions.push(id),
-                    Err(e) => {
-                        result = Err(e.into());
-                        break;
-                    }
-                }
+        for (index, import) in js_imports.into_iter().enumerate() {
+            let policy = import.retry.unwrap_or(bus.config().retry);
+            policies.push((policy, import.filter.types().to_vec()));
+            specs.push(ConsumerSpec {
+                index,
+                durable: import.durable.clone(),
+                subject: subjects::listen(&namespace, true, import.agent.as_deref()),
+                policy,
+                ack_wait,
+            });
+            let filter = and_also(import.filter, jetstream::from_consumer(mark, index));
+            let mut subscription = Subscription::new(filter).with_retry(policy);
+            if let Some(name) = &import.agent {
+                subscription = subscription.for_agent(bus.register_agent(name)?);
             }
+            let handler = jetstream::consumer_handler(
+                import.handler,
+                mark,
+                policy,
+                Arc::clone(&pending),
+                ack_tx.clone(),
+                Arc::clone(&counters),
+            );
+            bridge
+                .subscriptions
+                .push(bus.subscribe_with(subscription, handler)?);
         }
-        let mut bridge = Bridge {
-            bus: Arc::clone(&bus),
-            bus_id: bus_id.clone(),
-            namespace: namespace.clone(),
-            counters: Arc::clone(&counters),
-            rejects: Arc::clone(&rejects),
-            mark,
-            subscriptions,
-            stop: Some(stop_tx),
-            thread: None,
-        };
-        // On an error the bridge's drop unsubscribes what was subscribed.
-        result?;
 
         let plan = Plan {
             bus,
