@@ -34,7 +34,7 @@ fn wait_until(counter: &AtomicU64, target: u64) {
     let mut spins = 0u32;
     while counter.load(Ordering::Acquire) < target {
         spins += 1;
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             assert!(
                 Instant::now() < end,
                 "messages never arrived: {} of {target}",
