@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use dreamnet_bus::{
     AgentId, Bus, BusStats, Clock, DeadLetter, DeadReason, Delivery, Draft, Event, Filter,
-    FullPolicy, Jitter, Outcome, Priority, PublishError, Publisher, RetryPolicy, RunMode,
-    Subscription, SubscriptionId, SubscriptionStats,
+    FullPolicy, Jitter, Outcome, Priority, PublishError, Publisher, RetryPolicy, Subscription,
+    SubscriptionId, SubscriptionStats,
 };
 
 use crate::report::{Check, Failures, RunReport};
@@ -244,7 +244,7 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
     let hook_counts = Arc::clone(&dead);
     let bus = Bus::<SLOT>::builder_with_slot()
         .shards(opts.shards)
-        .mode(RunMode::Workers { pin: opts.pin })
+        .pinned(opts.pin)
         .wait_strategy(opts.wait)
         .retry_policy(policy)
         .timer_capacity(rel.timer_capacity)
@@ -288,9 +288,9 @@ fn run_slot<const SLOT: usize>(opts: &Options) -> Result<RunReport, Box<dyn Erro
         };
         use workload::{Pred, Routing};
         match spec.routing {
-            Routing::Direct(a) => ids.push(
-                bus.subscribe_with(Subscription::new(filter).for_agent(agents[a]), probe(0))?,
-            ),
+            Routing::Direct(a) => {
+                ids.push(bus.subscribe(Subscription::new(filter).for_agent(agents[a]), probe(0))?)
+            }
             Routing::Broadcast => ids.push(bus.subscribe(filter, probe(0))?),
             Routing::Filtered(pred) => {
                 filter = match pred {

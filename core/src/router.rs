@@ -22,6 +22,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::backoff::RetryPolicy;
+use crate::clock::LazyNow;
 use crate::envelope::{Envelope, ErrorCode, Status};
 use crate::error::BusError;
 use crate::event::{Event, DEFAULT_SLOT};
@@ -64,6 +65,9 @@ struct Member<const SLOT: usize> {
 /// A filter with one member (a plain subscription) or several (a load-balanced group).
 struct Route<const SLOT: usize> {
     filter: Filter,
+    /// The filter names types and nothing else: found through the per-type index, an
+    /// event passes it without a look.
+    types_only: bool,
     agent: Option<AgentId>,
     balance: Balance,
     /// Load-balanced routes pick one member per event; others have exactly one member.
@@ -224,7 +228,8 @@ impl<const SLOT: usize> Router<SLOT> {
     /// `Retry`, `Fail` or panic leaves the envelope `Failed` with the last error code.
     pub fn route(&mut self, event: &Event<SLOT>) -> Envelope {
         let now = self.epoch.elapsed().as_nanos() as u64;
-        self.dispatch(event, now, |_, _, _| {}).envelope(event, now)
+        self.dispatch(event, &LazyNow::known(now), |_, _, _| {})
+            .envelope(event, now)
     }
 
     /// Adds a route (a plain subscription's or a group's) and indexes it.
@@ -235,6 +240,7 @@ impl<const SLOT: usize> Router<SLOT> {
         group: Option<Balance>,
     ) -> RouteKey {
         let route = Route {
+            types_only: filter.is_types_only(),
             filter,
             agent,
             balance: group.unwrap_or_default(),
@@ -348,7 +354,7 @@ impl<const SLOT: usize> Router<SLOT> {
     pub(crate) fn dispatch(
         &mut self,
         event: &Event<SLOT>,
-        now_ns: u64,
+        now: &LazyNow<'_>,
         mut on_verdict: impl FnMut(Verdict, &Envelope, MemberRef<'_>),
     ) -> Dispatched {
         let h = event.header();
@@ -374,36 +380,43 @@ impl<const SLOT: usize> Router<SLOT> {
             ),
         };
         let mut out = Dispatched::default();
-        let expired = h.deadline_ns().is_some_and(|d| now_ns > d);
+        let expired = h.deadline_ns().is_some_and(|d| now.get() > d);
         // Broadcast candidates come from the per-type index (or name no type): their type
         // matches already. Direct candidates come from the per-agent index: check it.
         let type_known = h.destination().is_none();
-        for &ix in first.iter().chain(second) {
+        let mut visit = |ix: u32| {
             let Some(route) = routes.get_mut(ix as usize).and_then(Option::as_mut) else {
-                continue;
+                return;
             };
             let passes = if type_known {
-                route.filter.matches_besides_type(h)
+                route.types_only || route.filter.matches_besides_type(h)
             } else {
                 route.filter.matches(h)
             };
             if !passes {
-                continue;
+                return;
             }
             let Some(member) = route.pick() else {
-                continue;
+                return;
             };
             member.counters.accepted.incr();
             let verdict = if expired {
                 Verdict::Expired
             } else {
-                deliver(member, event, now_ns, out.deliveries, out.last_error)
+                deliver(member, event, now, out.deliveries, out.last_error)
             };
             out.deliveries += 1;
             if out.note(verdict) {
-                let envelope = out.in_progress(event, now_ns);
+                let envelope = out.in_progress(event, now.get());
                 on_verdict(verdict, &envelope, member.as_ref());
             }
+        };
+        // Two plain loops, not a chained iterator: this is the innermost loop of a shard.
+        for &ix in first {
+            visit(ix);
+        }
+        for &ix in second {
+            visit(ix);
         }
         out
     }
@@ -436,7 +449,7 @@ impl<const SLOT: usize> Router<SLOT> {
         let verdict = if expired {
             Verdict::Expired
         } else {
-            deliver(member, event, now_ns, 0, None)
+            deliver(member, event, &LazyNow::known(now_ns), 0, None)
         };
         let mut out = Dispatched {
             deliveries: 1,
@@ -502,14 +515,14 @@ impl Dispatched {
 fn deliver<const SLOT: usize>(
     member: &mut Member<SLOT>,
     event: &Event<SLOT>,
-    now_ns: u64,
+    now: &LazyNow<'_>,
     deliveries: u32,
     last_error: Option<ErrorCode>,
 ) -> Verdict {
     let delivery = Delivery {
         event,
         subscription: member.id,
-        now_ns,
+        now,
         deliveries,
         last_error,
     };

@@ -15,8 +15,8 @@
 
 use arbitrary::Arbitrary;
 use dreamnet_bus::{
-    AgentId, BusError, DecodeError, Event, EventType, MetaKey, PayloadError, Priority, HEADER_SIZE,
-    META_ENTRIES,
+    AgentId, DecodeError, Event, EventType, MetaKey, MetadataFull, PayloadError, Priority,
+    HEADER_SIZE, META_ENTRIES,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -337,7 +337,14 @@ fn structured(s: &Structured) {
             assert!(r.is_ok());
             model.push((key.raw(), v));
         } else {
-            assert_eq!(r, Err(BusError::MetadataFull { max: META_ENTRIES }));
+            assert_eq!(
+                r,
+                Err(MetadataFull {
+                    key,
+                    value: v,
+                    max: META_ENTRIES
+                })
+            );
         }
         let got: Vec<(u16, u64)> = e
             .header()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dreamnet_bus::{
     Bus, DeadLetter, DeadReason, ErrorCode, Event, EventType, Filter, FullPolicy, Jitter,
-    ManualClock, Outcome, Priority, RetryPolicy, RunMode, Shard, Status, Subscription,
+    ManualClock, Outcome, Priority, RetryPolicy, Shard, Status, Subscription,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -35,12 +35,10 @@ fn rig(retry: RetryPolicy) -> Rig {
 
 fn rig_with(builder: dreamnet_bus::BusBuilder) -> Rig {
     let clock = ManualClock::new();
-    let bus = builder
-        .mode(RunMode::Poll)
+    let (bus, shards) = builder
         .manual_clock(clock.clone())
-        .build()
+        .build_polled()
         .expect("bus");
-    let shards = bus.take_shards().expect("shards");
     Rig { bus, clock, shards }
 }
 
@@ -528,7 +526,7 @@ fn conservation_under_a_mixed_workload() {
         };
         subs.push(
             r.bus
-                .subscribe_with(Subscription::new(filter).on_shard(i % 2), handler)
+                .subscribe(Subscription::new(filter).on_shard(i % 2), handler)
                 .expect("sub"),
         );
     }
@@ -669,7 +667,7 @@ fn close_letters_a_scheduled_event_once_even_when_it_waits_on_two_shards() {
     for shard in 0..2 {
         let c = Arc::clone(&calls);
         r.bus
-            .subscribe_with(
+            .subscribe(
                 Subscription::new(Filter::any()).on_shard(shard),
                 move |_| {
                     c.fetch_add(1, Ordering::Relaxed);

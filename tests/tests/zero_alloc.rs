@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dreamnet_bus::{
     Bus, Delivery, Draft, Event, EventType, Filter, Outcome, Priority, PublishError, Publisher,
-    RunMode, Subscription, DEFAULT_SLOT,
+    Subscription, DEFAULT_SLOT,
 };
 
 struct Counting;
@@ -149,12 +149,12 @@ fn publish_once(p: &mut Publisher, seq: u64) -> bool {
 fn subscribe_readers(bus: &Bus, shards: usize) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     for shard in 0..shards {
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::of_type(EventType::AGENT_TASK)).on_shard(shard),
             reader(&seen),
         )
         .expect("subscribe");
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(
                 Filter::of_type(EventType::AGENT_STATUS).priorities(&[Priority::High]),
             )
@@ -170,10 +170,9 @@ const WARM_UP: u64 = 2_000;
 const CYCLES: u64 = 100_000;
 
 fn poll_mode_cycles_allocate_nothing() {
-    let bus = Bus::builder().mode(RunMode::Poll).build().expect("bus");
+    let (bus, mut shards) = Bus::builder().build_polled().expect("bus");
     let agent = bus.register_agent("zero-alloc-poll").expect("agent");
     let seen = subscribe_readers(&bus, 1);
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let mut seq = 0;
     let mut cycle = |p: &mut Publisher, seq: &mut u64| {

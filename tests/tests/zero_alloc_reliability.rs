@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use dreamnet_bus::{
     Bus, Draft, Event, EventType, Filter, FullPolicy, Jitter, ManualClock, Outcome, RetryPolicy,
-    RunMode,
 };
 
 struct Counting;
@@ -53,8 +52,7 @@ struct Job {
 #[test]
 fn retries_wheel_expiry_dead_letters_and_redrive_allocate_nothing_after_warm_up() {
     let clock = ManualClock::new();
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .manual_clock(clock.clone())
         .retry_policy(
             RetryPolicy::builder()
@@ -67,9 +65,8 @@ fn retries_wheel_expiry_dead_letters_and_redrive_allocate_nothing_after_warm_up(
         )
         .dead_letters(64, FullPolicy::DropOldest)
         .timer_capacity(1024)
-        .build()
+        .build_polled()
         .expect("bus");
-    let mut shards = bus.take_shards().expect("shards");
     let agent = bus.register_agent("zero-alloc").expect("agent");
     // Retries once, then succeeds; reads the payload every time.
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |d| {
