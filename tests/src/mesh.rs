@@ -100,7 +100,7 @@ impl Node {
             .import(Import::group(WORKERS));
         let bridge = tune(builder).start(Arc::clone(&bus))?;
         let (direct, broadcast, group) = (counter(), counter(), counter());
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::of_type(dm).from_source(peer_id)).for_agent(me_id),
             counting(&direct),
         )?;

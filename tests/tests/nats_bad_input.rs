@@ -122,11 +122,12 @@ fn bad_inbound_bytes_are_counted_and_dead_lettered_and_the_process_keeps_running
 #[test]
 fn no_server_is_a_typed_error_and_leaves_nothing_subscribed() {
     use dreamnet_bus::bridge::{Bridge, BridgeError, Export};
-    use dreamnet_bus::{Bus, Filter, RunMode};
+    use dreamnet_bus::{Bus, Filter};
     use dreamnet_bus_tests::nats_server::free_port;
     use std::sync::Arc;
 
-    let bus = Arc::new(Bus::builder().mode(RunMode::Poll).build().unwrap());
+    let (bus, mut shards) = Bus::builder().build_polled().unwrap();
+    let bus = Arc::new(bus);
     let url = format!("nats://127.0.0.1:{}", free_port());
     let err = Bridge::builder(&url)
         .export(Export::broadcast(Filter::of_type(EventType::SYSTEM_EVENT)))
@@ -137,7 +138,6 @@ fn no_server_is_a_typed_error_and_leaves_nothing_subscribed() {
         "{err:?}"
     );
     let me = bus.register_agent("alpha").unwrap();
-    let mut shards = bus.take_shards().unwrap();
     let mut publisher = bus.publisher(me).unwrap();
     let receipt = publisher
         .try_publish(Event::new(EventType::SYSTEM_EVENT))

@@ -18,27 +18,27 @@ use crate::names::MetaKey;
 pub const MARK_KEY: &str = "dreamnet.bridge";
 
 /// The largest ticket a mark holds; tickets wrap around below it.
-pub const MAX_TICKET: u64 = (1 << 48) - 1;
+pub(crate) const MAX_TICKET: u64 = (1 << 48) - 1;
 
 /// A decoded mark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mark {
+pub(crate) struct Mark {
     /// Bridges crossed so far (1 after the first).
-    pub hops: u8,
+    pub(crate) hops: u8,
     /// Which bridge of this process brought the event in.
-    pub bridge: u8,
+    pub(crate) bridge: u8,
     /// The JetStream acknowledgement ticket, 0 for core NATS.
-    pub ticket: u64,
+    pub(crate) ticket: u64,
 }
 
 impl Mark {
     /// The metadata value.
-    pub fn pack(self) -> u64 {
+    pub(crate) fn pack(self) -> u64 {
         ((self.ticket & MAX_TICKET) << 16) | (u64::from(self.bridge) << 8) | u64::from(self.hops)
     }
 
     /// Reads a metadata value back.
-    pub fn unpack(value: u64) -> Mark {
+    pub(crate) fn unpack(value: u64) -> Mark {
         Mark {
             hops: value as u8,
             bridge: (value >> 8) as u8,
@@ -47,14 +47,14 @@ impl Mark {
     }
 
     /// The mark an event carries under `key`, if any.
-    pub fn of(header: &Header, key: MetaKey) -> Option<Mark> {
+    pub(crate) fn of(header: &Header, key: MetaKey) -> Option<Mark> {
         header.metadata(key).map(Mark::unpack)
     }
 }
 
 /// A tag per bridge in this process (wrapping after 256 bridges, which only matters if
 /// more than 256 bridges share one bus).
-pub fn next_bridge_tag() -> u8 {
+pub(crate) fn next_bridge_tag() -> u8 {
     static NEXT: AtomicU8 = AtomicU8::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -273,7 +273,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
             }
             bridge
                 .subscriptions
-                .push(bus.subscribe_with(subscription, handler)?);
+                .push(bus.subscribe(subscription, handler)?);
         }
         drop(out_tx);
         let mut specs = Vec::with_capacity(js_imports.len());
@@ -303,7 +303,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
             );
             bridge
                 .subscriptions
-                .push(bus.subscribe_with(subscription, handler)?);
+                .push(bus.subscribe(subscription, handler)?);
         }
 
         let plan = Plan {
