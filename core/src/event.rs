@@ -311,6 +311,19 @@ impl<const SLOT: usize> Event<SLOT> {
         self.header_mut().destination = destination.map_or(NO_AGENT, |a| a.0);
     }
 
+    /// Sets the event type in place (a bridge maps a remote type to this bus's id by name).
+    pub fn set_event_type(&mut self, event_type: EventType) {
+        self.header_mut().event_type = event_type.0;
+    }
+
+    /// Removes every metadata entry (a bridge replaces remote key ids with local ones).
+    pub fn clear_metadata(&mut self) {
+        let h = self.header_mut();
+        h.meta_len = 0;
+        h.meta_keys = [0; META_ENTRIES];
+        h.meta_values = [0; META_ENTRIES];
+    }
+
     /// Adds or replaces a metadata entry. At most [`META_ENTRIES`] distinct keys.
     pub fn set_metadata(&mut self, key: MetaKey, value: u64) -> Result<(), MetadataFull> {
         let h = self.header_mut();

@@ -60,6 +60,12 @@
 //!   kind, audited, and raised as a `system.security` event. Without a policy a publish
 //!   pays one branch.
 //!
+//! ## Features
+//!
+//! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
+//!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
+//!   with it on, a bus without a bridge runs the same code.
+//!
 //! ## Example
 //!
 //! ```
@@ -90,6 +96,8 @@
 // Modules in the order data flows through them (see the picture above).
 mod backoff;
 mod barrier;
+#[cfg(feature = "nats")]
+pub mod bridge;
 mod bus;
 mod clock;
 mod config;
