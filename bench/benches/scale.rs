@@ -8,7 +8,7 @@
 //! - `producers`: 1 to 4 producer threads, each with its own `Publisher` (its own SPSC
 //!   lanes to the shard), one shard worker, `WaitStrategy::Yield`; beside it the
 //!   crossbeam-channel bus with the same producers sharing its MPMC channel.
-//! - `payload`: 16 to 200 archived payload bytes (256-byte slots up to 160 bytes, 512-byte
+//! - `payload`: 16 to 200 archived payload bytes (256-byte slots up to 144 bytes, 512-byte
 //!   slots above; 128 bytes on both to show the slot's own cost). Poll mode.
 //! - `priority`: all normal, the loadgen mix (critical 1%, high 9%, normal 80%, low 10%),
 //!   and an even mix. Poll mode.

@@ -183,6 +183,9 @@ impl<const SLOT: usize> Shard<SLOT> {
         // skipped with one load when it has nothing to do.
         if self.inbox.has_mail() {
             self.apply_control();
+        } else if !self.retiring.is_empty() {
+            // A dropped publisher's lanes leave once they are empty.
+            self.retire_empty_lanes();
         }
         let mut done = 0;
         if !self.retries.wheel.is_empty() {
@@ -699,7 +702,7 @@ fn take_scheduled<const SLOT: usize>(
 ) -> bool {
     let due = event.header().timestamp_ns();
     if due > now {
-        if let Err(event) = retries.schedule(event.clone(), due) {
+        if let Err(event) = retries.schedule(event.clone(), due, now) {
             // Wheel full: the explicit policy is a dead letter, so nothing vanishes.
             if retries.schedule.cancel(event.header().id()) {
                 let letter = Letter {

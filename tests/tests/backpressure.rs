@@ -360,7 +360,7 @@ struct Big {
 #[test]
 fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
     let capacity = Event::<256>::PAYLOAD_CAPACITY;
-    assert_eq!(capacity, 160);
+    assert_eq!(capacity, 144);
     assert_eq!(
         Event::<256>::new(EventType::AGENT_TASK)
             .with_payload(&Big { bytes: [1; 400] })
@@ -390,7 +390,7 @@ fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
     );
     // A payload that fits goes through the same in-place path.
     let r = p
-        .try_publish_with(Draft::new(EventType::AGENT_TASK), &[3u8; 160])
+        .try_publish_with(Draft::new(EventType::AGENT_TASK), &[3u8; 144])
         .expect("exactly the capacity fits");
     assert_eq!(r.shards, 1);
     assert_eq!(shards[0].poll(16), 1);
