@@ -9,10 +9,12 @@
 //! - [`baseline`]: the same workload on a "channel bus" built the way a user would build
 //!   one (a bounded `crossbeam-channel` of boxed events and a `HashMap` dispatch);
 //! - [`report`]: the end report, as text or JSON;
+//! - [`latency`]: one-way and ping-pong latency beside the disruptor (`cargo bench --bench latency`);
 //! - [`alloc`]: a counting allocator, so allocations per event are measured, not assumed.
 
 pub mod alloc;
 pub mod baseline;
 pub mod dreamnet;
+pub mod latency;
 pub mod report;
 pub mod workload;
