@@ -40,6 +40,11 @@ fn run() -> Result<(), Box<dyn Error>> {
         "latency: warm-up {:?}, measured window {:?} per run; producer core 1, consumer core 0",
         plan.warmup, plan.measure
     );
+    // Other work on the machine shows up as millisecond tails (a pinned spinner that is
+    // preempted); say how busy it was.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!("latency: /proc/loadavg at start: {}", load.trim());
+    }
 
     let peers = [Peer::Ours, Peer::Disruptor];
     let mut saturation = [0.0; 2];
