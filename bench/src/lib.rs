@@ -8,13 +8,20 @@
 //! - [`dreamnet`]: that workload on `dreamnet-bus`;
 //! - [`baseline`]: the same workload on a "channel bus" built the way a user would build
 //!   one (a bounded `crossbeam-channel` of boxed events and a `HashMap` dispatch);
+//! - [`disruptor_peer`]: the disruptor as written by its users (one u64 or a whole 256-byte
+//!   slot), the floor `--compare` measures against;
+//! - [`headline`]: saturation, then open-loop latency at a share of it, per implementation;
+//! - [`plot`]: `--plot FILE.svg`, the percentile distributions on a log percentile axis;
 //! - [`report`]: the end report, as text or JSON;
 //! - [`latency`]: one-way and ping-pong latency beside the disruptor (`cargo bench --bench latency`);
 //! - [`alloc`]: a counting allocator, so allocations per event are measured, not assumed.
 
 pub mod alloc;
 pub mod baseline;
+pub mod disruptor_peer;
 pub mod dreamnet;
+pub mod headline;
 pub mod latency;
+pub mod plot;
 pub mod report;
 pub mod workload;

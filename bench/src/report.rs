@@ -693,10 +693,10 @@ fn json_returned(r: &Returned) -> String {
     )
 }
 
-/// The whole JSON document: `config` (already JSON), the runs, and the ratios when two
-/// runs are compared.
-pub fn json(config: &str, runs: &[RunReport]) -> String {
-    let mut s = format!("{{\"config\":{config},\"runs\":[");
+/// The whole JSON document: `config` (already JSON), the headline (already JSON), the
+/// runs, and the ratios when exactly two runs are compared.
+pub fn json(config: &str, headline: &str, runs: &[RunReport]) -> String {
+    let mut s = format!("{{\"config\":{config},\"headline\":{headline},\"runs\":[");
     for (i, r) in runs.iter().enumerate() {
         if i > 0 {
             s.push(',');

@@ -153,9 +153,7 @@ impl Recorder {
             if now <= stamp {
                 self.rec.skewed += 1;
             }
-            self.rec
-                .hist
-                .saturating_record(self.tsc.nanos(stamp, now));
+            self.rec.hist.saturating_record(self.tsc.nanos(stamp, now));
         }
     }
 }

@@ -90,27 +90,38 @@ fn ours(
         .ring_capacity_all(CAPACITY)
         .build()?;
     let agent = bus.register_agent("latency-producer")?;
-    bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |d| {
-        match d.payload::<Stamp>() {
+    bus.subscribe(
+        Filter::of_type(EventType::AGENT_TASK),
+        move |d| match d.payload::<Stamp>() {
             Ok(s) => {
                 recorder.record(s.tsc.to_native(), s.measured);
                 Outcome::Done
             }
             Err(_) => Outcome::fail(1),
-        }
-    })?;
+        },
+    )?;
     let mut publisher = bus.publisher(agent)?;
     let tsc = tsc.clone();
-    let producer = on_producer_core("latency-producer", || (), move |()| {
-        let draft = Draft::new(EventType::AGENT_TASK);
-        produce(&tsc, warmup, measure, rate, |stamp, measured| loop {
-            match publisher.try_publish_with(draft, &Stamp { tsc: stamp, measured }) {
-                Ok(_) => break,
-                Err(PublishError::Full(())) => std::hint::spin_loop(),
-                Err(e) => panic!("publish refused: {e}"),
-            }
-        })
-    })?;
+    let producer = on_producer_core(
+        "latency-producer",
+        || (),
+        move |()| {
+            let draft = Draft::new(EventType::AGENT_TASK);
+            produce(&tsc, warmup, measure, rate, |stamp, measured| loop {
+                match publisher.try_publish_with(
+                    draft,
+                    &Stamp {
+                        tsc: stamp,
+                        measured,
+                    },
+                ) {
+                    Ok(_) => break,
+                    Err(PublishError::Full(())) => std::hint::spin_loop(),
+                    Err(e) => panic!("publish refused: {e}"),
+                }
+            })
+        },
+    )?;
     // The main thread sleeps in `join` for the whole run.
     let produced = producer.join().map_err(|_| "the producer panicked")?;
     // Drains, stops the worker, drops the handler: the recorder reports.

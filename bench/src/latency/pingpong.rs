@@ -78,7 +78,7 @@ fn wait_for(tsc: &Tsc, lost_after: u64, mut arrived: impl FnMut() -> bool) -> bo
     let mut spins = 0u32;
     while !arrived() {
         spins = spins.wrapping_add(1);
-        if spins % 256 == 0 && tsc.now() > give_up {
+        if spins.is_multiple_of(256) && tsc.now() > give_up {
             return false;
         }
         std::hint::spin_loop();
@@ -128,24 +128,28 @@ fn ours(tsc: &Tsc, warmup: Duration, measure: Duration) -> Result<Recorded, Box<
     let mut ping = ping_bus.publisher(a)?;
     let tsc = tsc.clone();
     let lost_after = tsc.ticks(LOST_AFTER.as_nanos() as f64);
-    let a_thread = on_producer_core("pinger", || (), move |()| {
-        let draft = Draft::new(EventType::AGENT_TASK);
-        pinger(&tsc, warmup, measure, |seq, measured| {
-            loop {
-                match ping.try_publish_with(draft, &Stamp { tsc: seq, measured }) {
-                    Ok(_) => break,
-                    Err(PublishError::Full(())) => std::hint::spin_loop(),
-                    Err(_) => return false,
+    let a_thread = on_producer_core(
+        "pinger",
+        || (),
+        move |()| {
+            let draft = Draft::new(EventType::AGENT_TASK);
+            pinger(&tsc, warmup, measure, |seq, measured| {
+                loop {
+                    match ping.try_publish_with(draft, &Stamp { tsc: seq, measured }) {
+                        Ok(_) => break,
+                        Err(PublishError::Full(())) => std::hint::spin_loop(),
+                        Err(_) => return false,
+                    }
                 }
-            }
-            wait_for(&tsc, lost_after, || {
-                for shard in &mut shards {
-                    shard.poll(16);
-                }
-                last.load(Ordering::Relaxed) == seq
+                wait_for(&tsc, lost_after, || {
+                    for shard in &mut shards {
+                        shard.poll(16);
+                    }
+                    last.load(Ordering::Relaxed) == seq
+                })
             })
-        })
-    })?;
+        },
+    )?;
     let rec = a_thread.join().map_err(|_| "the pinger panicked")?;
     ping_bus.close();
     pong_bus.close();
@@ -158,8 +162,7 @@ fn disruptor(tsc: &Tsc, warmup: Duration, measure: Duration) -> Result<Recorded,
     let consumer = consumer_core()?;
     let setup = move || {
         let (poller, pong_ring) =
-            disruptor::build_single_producer(CAPACITY, Stamp::default, BusySpin)
-                .new_event_poller();
+            disruptor::build_single_producer(CAPACITY, Stamp::default, BusySpin).new_event_poller();
         let mut answer = pong_ring.build();
         // B: the ping ring's consumer answers by copying the ping into the pong ring.
         let ping = disruptor::build_single_producer(CAPACITY, Stamp::default, BusySpin)
