@@ -14,9 +14,11 @@
 //! - [`plot`]: `--plot FILE.svg`, the percentile distributions on a log percentile axis;
 //! - [`report`]: the end report, as text or JSON;
 //! - [`latency`]: one-way and ping-pong latency beside the disruptor (`cargo bench --bench latency`);
-//! - [`alloc`]: a counting allocator, so allocations per event are measured, not assumed.
+//! - [`alloc`]: the workspace's counting allocator (from `dreamnet-bus-tests`, shared with the
+//!   zero-allocation tests), so allocations per event are measured, not assumed.
 
-pub mod alloc;
+pub use dreamnet_bus_tests::counting_alloc as alloc;
+
 pub mod baseline;
 pub mod disruptor_peer;
 pub mod dreamnet;

@@ -2,47 +2,18 @@
 //! dead-lettering (with the ring wrapping under `DropOldest`) and redrive, after warm-up,
 //! counted by a global allocator that counts every allocation on every thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dreamnet_bus::{
     Bus, Draft, Event, EventType, Filter, FullPolicy, Jitter, ManualClock, Outcome, RetryPolicy,
     RunMode,
 };
+use dreamnet_bus_tests::counting_alloc::{allocations_during, first_sizes, CountingAlloc};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: defers to `System` for every operation; counting has no effect on the memory.
-unsafe impl GlobalAlloc for Counting {
-    // SAFETY (caller's contract): `alloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    // SAFETY (caller's contract): `dealloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    // SAFETY (caller's contract): `realloc`'s `GlobalAlloc` preconditions, passed on to `System` unchanged.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+// The workspace's one counting allocator (tests/src/counting_alloc.rs): every allocation
+// on every thread inside an `allocations_during` window counts.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Job {
@@ -125,13 +96,11 @@ fn retries_wheel_expiry_dead_letters_and_redrive_allocate_nothing_after_warm_up(
         cycle(seq, &mut publisher);
     }
     let before = bus.stats();
-    ALLOCATIONS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    for seq in 20_000..120_000 {
-        cycle(seq, &mut publisher);
-    }
-    COUNTING.store(false, Ordering::SeqCst);
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    let allocations = allocations_during(|| {
+        for seq in 20_000..120_000 {
+            cycle(seq, &mut publisher);
+        }
+    });
     let after = bus.stats();
     let s = |st: &dreamnet_bus::BusStats, f: fn(&dreamnet_bus::ShardStats) -> u64| -> u64 {
         st.shards.iter().map(f).sum()
@@ -142,5 +111,10 @@ fn retries_wheel_expiry_dead_letters_and_redrive_allocate_nothing_after_warm_up(
     assert!(s(&after, |x| x.dead_lettered) - s(&before, |x| x.dead_lettered) > 10_000);
     assert!(s(&after, |x| x.redriven) - s(&before, |x| x.redriven) > 1_000);
     assert!(after.dead_letters_dropped > before.dead_letters_dropped);
-    assert_eq!(allocations, 0, "allocations during 100,000 cycles");
+    assert_eq!(
+        allocations,
+        0,
+        "allocations during 100,000 cycles (first sizes: {:?})",
+        first_sizes()
+    );
 }
