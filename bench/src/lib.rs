@@ -5,7 +5,8 @@
 //!
 //! - [`workload`]: the agents, the event mix, the subscriptions of every routing strategy
 //!   with a model of who should get what, the payload, and the per-handler latency probe;
-//! - [`dreamnet`]: that workload on `dreamnet-bus`;
+//! - [`dreamnet`]: that workload on `dreamnet-bus`, and [`conservation`], the checks that
+//!   every event and delivery of its run is accounted for;
 //! - [`baseline`]: the same workload on a "channel bus" built the way a user would build
 //!   one (a bounded `crossbeam-channel` of boxed events and a `HashMap` dispatch);
 //! - [`disruptor_peer`]: the disruptor as written by its users (one u64 or a whole 256-byte
@@ -20,6 +21,7 @@
 pub use dreamnet_bus_tests::counting_alloc as alloc;
 
 pub mod baseline;
+pub mod conservation;
 pub mod disruptor_peer;
 pub mod dreamnet;
 pub mod headline;
