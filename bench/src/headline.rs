@@ -132,3 +132,49 @@ pub fn json(lines: &[Line]) -> String {
     s.push(']');
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(label: &str, saturation: f64, p50: u64) -> Line {
+        let mut h = crate::workload::new_histogram();
+        h.record(p50).unwrap();
+        Line {
+            label: label.to_owned(),
+            saturation: Some(saturation),
+            deliveries: Some(saturation),
+            rate: Some(saturation / 2.0),
+            latency: Some(h),
+        }
+    }
+
+    #[test]
+    fn ratios_are_ours_over_theirs_for_throughput_and_theirs_over_ours_for_p50() {
+        let t = text(
+            &[line("ours", 4e6, 1_000), line("theirs", 2e6, 3_000)],
+            Some(0.5),
+        );
+        let theirs = t.lines().find(|l| l.contains("theirs")).unwrap();
+        let cols: Vec<&str> = theirs.split_whitespace().collect();
+        // label, M ev/s, ours/x, open ev/s, p50, p99, p99.9, p50 x/ours
+        assert_eq!(cols[1], "2.000");
+        assert_eq!(cols[2], "2.000");
+        assert_eq!(cols[3], "1000000");
+        // Histograms keep 3 significant digits: 3,000 ns reads back as 3,001.
+        assert!(cols[4].starts_with("3.00"), "{theirs}");
+        let p50_ratio: f64 = cols[7].parse().unwrap();
+        assert!((p50_ratio - 3.0).abs() < 0.01, "{theirs}");
+        assert!(t.contains("50 % of each one's saturation"));
+    }
+
+    #[test]
+    fn json_has_one_object_per_line_with_nulls_for_missing_phases() {
+        let mut l = line("a", 1e6, 500);
+        l.latency = None;
+        let j = json(&[l]);
+        assert!(j.starts_with("[{\"label\":\"a\""), "{j}");
+        assert!(j.contains("\"p50_ns\":null"), "{j}");
+        assert!(j.contains("\"saturation_per_s\":1000000"), "{j}");
+    }
+}

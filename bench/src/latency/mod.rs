@@ -194,9 +194,13 @@ impl Produced {
 }
 
 /// The producer loop: sends for `warmup` then `measure`, back to back (`rate: None`) or
-/// paced on the TSC at `rate` events/s (spinning to each due time; a late send goes at
-/// once and is counted). `send(stamp, measured)` must return only once the event is
-/// accepted (spinning on a full ring), so backpressure shows in the latency.
+/// paced on the TSC at `rate` events/s: event `i` is due at `start + i / rate`; the
+/// producer spins to each due time, and a send that starts more than one interval late
+/// (the producer was descheduled) goes at once and is counted, so the schedule and the
+/// event count hold whatever happened. An event is measured when it is due (paced) or
+/// sent (back to back) inside the window. `send(stamp, measured)` gets the TSC read just
+/// before the send and must return only once the event is accepted (spinning on a full
+/// ring), so backpressure shows in the latency.
 pub fn produce(
     tsc: &Tsc,
     warmup: Duration,
@@ -207,29 +211,40 @@ pub fn produce(
     let start = tsc.now();
     let from = start + tsc.ticks(warmup.as_nanos() as f64);
     let until = from + tsc.ticks(measure.as_nanos() as f64);
-    let interval = rate.map(|r| tsc.ticks(1e9 / r).max(1));
-    let mut out = Produced::default();
-    let mut due = start;
-    loop {
-        if interval.is_some() {
-            tsc.spin_until(due);
-        }
-        let now = tsc.now();
-        if now >= until {
-            break;
-        }
-        if let Some(i) = interval {
-            if now > due + i {
-                out.late += 1;
+    let mut out = Produced {
+        window_ns: tsc.nanos(from, until),
+        ..Produced::default()
+    };
+    match rate {
+        Some(rate) => {
+            let interval = 1e9 / rate * tsc.ticks_per_ns();
+            loop {
+                let due = start + (out.sent as f64 * interval) as u64;
+                if due >= until {
+                    break;
+                }
+                tsc.spin_until(due);
+                let now = tsc.now();
+                if now > due + interval as u64 {
+                    out.late += 1;
+                }
+                let measured = due >= from;
+                send(now, measured);
+                out.sent += 1;
+                out.measured += u64::from(measured);
             }
-            due += i;
         }
-        let measured = now >= from;
-        send(now, measured);
-        out.sent += 1;
-        out.measured += u64::from(measured);
+        None => loop {
+            let now = tsc.now();
+            if now >= until {
+                break;
+            }
+            let measured = now >= from;
+            send(now, measured);
+            out.sent += 1;
+            out.measured += u64::from(measured);
+        },
     }
-    out.window_ns = tsc.nanos(from, until);
     out
 }
 
@@ -353,4 +368,64 @@ pub fn table(title: &str, rows: &[Summary], pairs: &[(usize, usize)]) -> String 
 
 fn short(name: &str) -> &str {
     name.split_whitespace().next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn produce_marks_only_the_window_as_measured_and_paces_at_the_rate() {
+        let tsc = Tsc::new();
+        let (mut all, mut measured) = (0u64, 0u64);
+        let p = produce(
+            &tsc,
+            Duration::from_millis(20),
+            Duration::from_millis(50),
+            Some(20_000.0),
+            |_, m| {
+                all += 1;
+                measured += u64::from(m);
+            },
+        );
+        assert_eq!((p.sent, p.measured), (all, measured));
+        // 20,000/s for 50 ms is 1,000 in the window and 400 before it; a descheduled
+        // producer catches up (sends late), so the counts hold exactly (within one event
+        // for the rounding of the interval to ticks).
+        assert!((999..=1001).contains(&p.measured), "{p:?}");
+        assert!((1399..=1401).contains(&p.sent), "{p:?}");
+        let rate = p.rate();
+        assert!((19_980.0..=20_020.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn recorder_keeps_measured_events_and_reports_on_drop() {
+        let tsc = Tsc::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut r = Recorder::new(tsc.clone(), tx);
+        let stamp = tsc.now();
+        r.record(stamp, false);
+        r.record(stamp, true);
+        r.record(tsc.now() + tsc.ticks(1e9), true); // from the future: skew
+        drop(r);
+        let rec = rx.try_recv().expect("reported on drop");
+        assert_eq!(rec.seen, 3);
+        assert_eq!(rec.hist.len(), 2);
+        assert_eq!(rec.skewed, 1);
+    }
+
+    #[test]
+    fn table_rows_and_ratios() {
+        let mut a = Recorded::empty();
+        let mut b = Recorded::empty();
+        for v in [100u64, 200, 300] {
+            a.hist.record(v).unwrap();
+            b.hist.record(v / 2).unwrap();
+        }
+        let rows = [Summary::of("ours x", &a), Summary::of("theirs y", &b)];
+        assert_eq!((rows[0].p50, rows[1].p50), (200, 100));
+        let t = table("t", &rows, &[(0, 1)]);
+        assert!(t.contains("ratio ours / theirs"), "{t}");
+        assert!(t.contains("2.00x"), "{t}");
+    }
 }
