@@ -153,7 +153,11 @@ pub fn run(opts: &Options, variant: Variant) -> Result<PeerRun, Box<dyn Error>> 
             Variant::Word => word(sampler, consumer, producer_core, plan, &clock),
             Variant::Slot256 => slot256(sampler, consumer, producer_core, plan, &clock),
         })?;
-    let (sent, in_window) = handle
+    let Driven {
+        sent,
+        in_window,
+        window_ns,
+    } = handle
         .join()
         .map_err(|_| "the disruptor producer panicked")?;
     let (hist, seen) = rx
@@ -166,7 +170,7 @@ pub fn run(opts: &Options, variant: Variant) -> Result<PeerRun, Box<dyn Error>> 
         )
         .into());
     }
-    let secs = (plan.until - plan.from) as f64 / 1e9;
+    let secs = window_ns.max(1) as f64 / 1e9;
     Ok(PeerRun {
         label: variant.label(),
         per_s: in_window as f64 / secs,
@@ -189,7 +193,7 @@ fn word(
     producer_core: Option<core_affinity::CoreId>,
     plan: Plan,
     clock: &Clock,
-) -> (u64, u64) {
+) -> Driven {
     let b = disruptor::build_single_producer(CAPACITY, || 0u64, BusySpin);
     let b = match consumer {
         Some(c) => b.pin_at_core(c),
@@ -210,7 +214,7 @@ fn slot256(
     producer_core: Option<core_affinity::CoreId>,
     plan: Plan,
     clock: &Clock,
-) -> (u64, u64) {
+) -> Driven {
     let b = disruptor::build_single_producer(CAPACITY, Slot256::default, BusySpin);
     let b = match consumer {
         Some(c) => b.pin_at_core(c),
@@ -261,44 +265,78 @@ impl Plan {
     }
 
     /// The producer loop: `publish(stamp)` (stamp = due time in open loop, sequence
-    /// number in closed loop). Returns (published in all, published in the window).
-    /// Closed loop reads the clock once per 256 events: a clock read costs about as much
-    /// as a whole event here, and the window edges only need to be that exact.
-    fn drive(&self, clock: &Clock, mut publish: impl FnMut(u64)) -> (u64, u64) {
+    /// number in closed loop).
+    ///
+    /// Closed loop reads the clock once per 256 events (a clock read costs about as much
+    /// as a whole event here) and counts the events between the first and the last of
+    /// those reads inside the window, over the time between them: a producer stalled
+    /// across a window edge (a full ring behind a descheduled consumer) neither inflates
+    /// nor zeroes the rate.
+    fn drive(&self, clock: &Clock, mut publish: impl FnMut(u64)) -> Driven {
         workload::wait_until(clock, self.start);
-        let (mut sent, mut in_window) = (0u64, 0u64);
+        let mut sent = 0u64;
         match self.interval_ns {
             // One clock read, then every event due by then: at tens of millions of events
             // a second a clock read per event would be the producer's whole budget, and a
             // pacer that cannot keep its pace shows up as latency that is not the ring's.
-            Some(interval) => loop {
-                let mut due = self.start + (sent as f64 * interval) as u64;
-                if due >= self.until {
-                    break;
+            Some(interval) => {
+                let mut in_window = 0;
+                loop {
+                    let mut due = self.start + (sent as f64 * interval) as u64;
+                    if due >= self.until {
+                        break;
+                    }
+                    workload::wait_until(clock, due);
+                    let now = clock.now_ns();
+                    while due <= now && due < self.until {
+                        publish(due);
+                        sent += 1;
+                        in_window += u64::from(due >= self.from);
+                        due = self.start + (sent as f64 * interval) as u64;
+                    }
                 }
-                workload::wait_until(clock, due);
-                let now = clock.now_ns();
-                while due <= now && due < self.until {
-                    publish(due);
-                    sent += 1;
-                    in_window += u64::from(due >= self.from);
-                    due = self.start + (sent as f64 * interval) as u64;
+                Driven {
+                    sent,
+                    in_window,
+                    window_ns: self.until - self.from,
                 }
-            },
-            None => loop {
-                let now = clock.now_ns();
-                if now >= self.until {
-                    break;
+            }
+            None => {
+                // (clock, events sent) at the first and the last read inside the window.
+                let mut first: Option<(u64, u64)> = None;
+                let mut last = (0, 0);
+                loop {
+                    let now = clock.now_ns();
+                    if now >= self.until {
+                        break;
+                    }
+                    if now >= self.from {
+                        first.get_or_insert((now, sent));
+                        last = (now, sent);
+                    }
+                    for _ in 0..256 {
+                        publish(sent);
+                        sent += 1;
+                    }
                 }
-                for _ in 0..256 {
-                    publish(sent);
-                    sent += 1;
+                let (t0, n0) = first.unwrap_or(last);
+                Driven {
+                    sent,
+                    in_window: last.1 - n0,
+                    window_ns: last.0 - t0,
                 }
-                if now >= self.from {
-                    in_window += 256;
-                }
-            },
+            }
         }
-        (sent, in_window)
     }
+}
+
+/// What the producer loop did.
+#[derive(Debug, Clone, Copy)]
+struct Driven {
+    /// Events published in all.
+    sent: u64,
+    /// Events counted for the throughput.
+    in_window: u64,
+    /// The time they were counted over, nanoseconds.
+    window_ns: u64,
 }
