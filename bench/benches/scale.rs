@@ -384,7 +384,7 @@ fn priority(c: &mut Criterion) {
                 poll_loop(n, &mut next, &mut publisher, &mut shard, |seq| {
                     let p = pattern[(seq % 100) as usize];
                     (
-                        Draft::new(EventType::AGENT_TASK).priority(p),
+                        Draft::new(EventType::AGENT_TASK).with_priority(p),
                         Task::new(seq),
                     )
                 })

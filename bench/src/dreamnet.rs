@@ -160,8 +160,8 @@ impl<const SLOT: usize> Sink for BusSink<SLOT> {
     fn try_send(&mut self, step: &Step, work: &Work) -> Sent {
         let kind = &KINDS[step.kind];
         let mut draft = Draft::new(kind.event_type)
-            .priority(step.priority)
-            .correlation_id(work.seq + 1);
+            .with_priority(step.priority)
+            .with_correlation_id(work.seq + 1);
         if let Some(d) = kind.destination {
             draft = draft.to(self.agents[d]);
         }

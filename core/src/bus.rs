@@ -2,20 +2,15 @@
 //! control plane (it may lock and allocate); the hot path is in `publisher` and `shard`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 
-use crossbeam_channel::{unbounded, Sender};
-
-use crate::clock::Clock;
 use crate::config::{BusBuilder, Config, RunMode};
-use crate::dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason};
-use crate::envelope::Envelope;
+use crate::dead_letters::{DeadLetter, DeadLetterHook, DeadLetters};
 use crate::error::BusError;
-use crate::event::{Event, DEFAULT_SLOT};
-use crate::intake::Intake;
+use crate::event::DEFAULT_SLOT;
 use crate::lanes::lane_set;
+use crate::mailbox::Mailbox;
 use crate::names::{AgentId, EventType, MetaKey, Names};
 use crate::outcome::Outcome;
 use crate::priority::Priority;
@@ -24,30 +19,13 @@ use crate::retry::Retries;
 use crate::router::{NewMember, Router};
 use crate::schedule::{Schedule, ScheduleToken};
 use crate::shard::{Control, Redrive, RedriveQueue, Shard, ShardShared};
+use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
 use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
-use crate::targets::{Footprint, ShardTargets, TargetCounts};
+use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
-
-/// State shared by the bus, its publishers and its workers.
-pub(crate) struct Shared<const SLOT: usize> {
-    pub(crate) config: Config,
-    pub(crate) clock: Clock,
-    pub(crate) intake: Intake,
-    pub(crate) targets: ShardTargets,
-    /// Interned counts, mirrored from `plane.names` for lock-free id checks.
-    agent_count: AtomicU32,
-    type_count: AtomicU32,
-    pub(crate) control: Vec<Sender<Control<SLOT>>>,
-    pub(crate) shards: Vec<Arc<ShardShared>>,
-    pub(crate) dead_letters: Arc<DeadLetters<SLOT>>,
-    pub(crate) schedule: Arc<Schedule>,
-    /// Each shard's queue of redriven dead letters.
-    redrives: Vec<Arc<RedriveQueue<SLOT>>>,
-    plane: Mutex<Plane>,
-}
 
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]
@@ -57,8 +35,6 @@ struct Plane {
     groups: HashMap<String, GroupId>,
     group_records: Vec<GroupRecord>,
     counts: TargetCounts,
-    /// Control messages sent per shard (compared with each shard's `applied`).
-    sent: Vec<u64>,
     publishers: Vec<Arc<PublisherCounters>>,
     next_subscription: u64,
     next_shard: usize,
@@ -74,52 +50,13 @@ struct GroupRecord {
     retry: crate::backoff::RetryPolicy,
 }
 
-impl<const SLOT: usize> Shared<SLOT> {
-    pub(crate) fn agent_count(&self) -> u32 {
-        self.agent_count.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn type_count(&self) -> u32 {
-        self.type_count.load(Ordering::Acquire)
-    }
-
-    fn plane(&self) -> MutexGuard<'_, Plane> {
-        // Control-plane operations finish their updates before anything can panic, so
-        // the state behind a poisoned lock is consistent.
-        self.plane.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Sends a control message to a shard, counting it for `unsubscribe`'s wait.
-    fn send(&self, plane: &mut Plane, shard: usize, msg: Control<SLOT>) -> u64 {
-        // A shard whose receiver is gone has stopped; the bus is closed then.
-        let _ = self.control[shard].send(msg);
-        plane.sent[shard] += 1;
-        plane.sent[shard]
-    }
-
-    /// Records an event nobody subscribed to in the dead letters, if the bus is set to.
-    pub(crate) fn dead_letter_unroutable(&self, event: &Event<SLOT>) {
-        if !self.config.dead_letter_unroutable {
-            return;
-        }
-        let now = self.clock.now_ns();
-        self.dead_letters.record(DeadLetter {
-            event: event.clone(),
-            envelope: Envelope::default(),
-            subscription: None,
-            reason: DeadReason::NoSubscriber,
-            attempts: 0,
-            last_error: None,
-            first_attempt_ns: now,
-            last_attempt_ns: now,
-            shard: 0,
-        });
-    }
-}
-
 /// An in-process event bus. See the crate documentation for the picture and the contract.
 pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
+    /// Control-plane bookkeeping (names, subscriptions, groups), under one lock.
+    plane: Mutex<Plane>,
+    /// Each shard's counters and progress through its control messages.
+    shard_states: Vec<Arc<ShardShared>>,
     /// Poll mode: the shards until `take_shards`.
     shards: Mutex<Option<Vec<Shard<SLOT>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
@@ -144,6 +81,12 @@ impl Bus<DEFAULT_SLOT> {
 }
 
 impl<const SLOT: usize> Bus<SLOT> {
+    fn plane(&self) -> MutexGuard<'_, Plane> {
+        // Control-plane operations finish their updates before anything can panic, so
+        // the state behind a poisoned lock is consistent.
+        self.plane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A builder for a bus with `SLOT`-byte slots.
     pub fn builder_with_slot() -> BusBuilder<SLOT> {
         BusBuilder::new()
@@ -154,13 +97,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         hook: Option<DeadLetterHook<SLOT>>,
     ) -> Result<Self, BusError> {
         let n = config.shards;
-        let mut senders = Vec::with_capacity(n);
-        let mut receivers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = unbounded();
-            senders.push(tx);
-            receivers.push(rx);
-        }
+        let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
         let dead_letters = Arc::new(DeadLetters::new(
@@ -172,28 +109,19 @@ impl<const SLOT: usize> Bus<SLOT> {
         let redrives: Vec<Arc<RedriveQueue<SLOT>>> = (0..n)
             .map(|_| Arc::new(RedriveQueue::new(config.dead_letter_capacity)))
             .collect();
-        let shared = Arc::new(Shared {
-            clock: config.clock.clone(),
-            intake: Intake::default(),
-            targets: ShardTargets::default(),
-            agent_count: AtomicU32::new(names.agent_count()),
-            type_count: AtomicU32::new(names.event_type_count()),
-            control: senders,
-            shards: shard_shared.clone(),
-            dead_letters: Arc::clone(&dead_letters),
-            schedule: Arc::clone(&schedule),
-            redrives: redrives.clone(),
-            plane: Mutex::new(Plane {
-                names,
-                sent: vec![0; n],
-                ..Plane::default()
-            }),
+        let shared = Arc::new(Shared::new(
             config,
-        });
-        let shards: Vec<Shard<SLOT>> = receivers
+            names.agent_count(),
+            names.event_type_count(),
+            mailboxes,
+            Arc::clone(&dead_letters),
+            Arc::clone(&schedule),
+            redrives.clone(),
+        ));
+        let shards: Vec<Shard<SLOT>> = inboxes
             .into_iter()
             .enumerate()
-            .map(|(i, rx)| {
+            .map(|(i, inbox)| {
                 let c = &shared.config;
                 let retries = Retries::new(
                     c,
@@ -206,7 +134,7 @@ impl<const SLOT: usize> Bus<SLOT> {
                 Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
-                    rx,
+                    inbox,
                     Arc::clone(&shard_shared[i]),
                     shared.clock.clone(),
                     c.starvation_guard,
@@ -217,6 +145,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             .collect();
         let mut bus = Bus {
             shared,
+            plane: Mutex::new(Plane {
+                names,
+                ..Plane::default()
+            }),
+            shard_states: shard_shared,
             shards: Mutex::new(None),
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
@@ -240,7 +173,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut handles = Vec::new();
         for (i, mut shard) in shards.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let stats = Arc::clone(&self.shared.shards[i]);
+            let stats = Arc::clone(&self.shard_states[i]);
             let handle = std::thread::Builder::new()
                 .name(format!("dreamnet-shard-{i}"))
                 .spawn(move || {
@@ -272,55 +205,43 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// Interns an agent name (idempotent).
     pub fn register_agent(&self, name: &str) -> Result<AgentId, BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let id = plane.names.intern_agent(name)?;
-        self.shared
-            .agent_count
-            .store(plane.names.agent_count(), Ordering::Release);
+        self.shared.set_agent_count(plane.names.agent_count());
         Ok(id)
     }
 
     /// Interns a custom event type (idempotent; a built-in name returns the built-in type).
     pub fn register_event_type(&self, name: &str) -> Result<EventType, BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let ty = plane.names.intern_event_type(name)?;
-        self.shared
-            .type_count
-            .store(plane.names.event_type_count(), Ordering::Release);
+        self.shared.set_type_count(plane.names.event_type_count());
         Ok(ty)
     }
 
     /// Interns a metadata key (idempotent).
     pub fn register_meta_key(&self, name: &str) -> Result<MetaKey, BusError> {
-        Ok(self.shared.plane().names.intern_meta_key(name)?)
+        Ok(self.plane().names.intern_meta_key(name)?)
     }
 
     /// The id of an agent registered before.
     pub fn agent(&self, name: &str) -> Option<AgentId> {
-        self.shared.plane().names.agent(name)
+        self.plane().names.agent(name)
     }
 
     /// The event type registered under `name`.
     pub fn event_type(&self, name: &str) -> Option<EventType> {
-        self.shared.plane().names.event_type(name)
+        self.plane().names.event_type(name)
     }
 
     /// The name of an event type.
     pub fn event_type_name(&self, ty: EventType) -> Option<String> {
-        self.shared
-            .plane()
-            .names
-            .event_type_name(ty)
-            .map(str::to_owned)
+        self.plane().names.event_type_name(ty).map(str::to_owned)
     }
 
     /// The name of an agent.
     pub fn agent_name(&self, agent: AgentId) -> Option<String> {
-        self.shared
-            .plane()
-            .names
-            .agent_name(agent)
-            .map(str::to_owned)
+        self.plane().names.agent_name(agent).map(str::to_owned)
     }
 
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
@@ -329,7 +250,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         if agent.raw() >= plane.names.agent_count() {
             return Err(BusError::UnknownAgent(agent.raw()));
         }
@@ -346,14 +267,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         for shard in 0..n {
             let (p, c) = lane_set::<SLOT>(self.shared.config.ring_capacity);
             producers.push(p);
-            self.shared.send(
-                &mut plane,
-                shard,
-                Control::Lanes {
-                    publisher: index as u32,
-                    consumers: Box::new(c),
-                },
-            );
+            self.shared.mailboxes[shard].post(Control::Lanes {
+                publisher: index as u32,
+                consumers: Box::new(c),
+            });
         }
         drop(plane);
         Ok(Publisher::new(
@@ -388,7 +305,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let shard = self.place(&mut plane, &subscription)?;
         let footprint = footprint(&subscription, shard);
         let id = SubscriptionId(plane.next_subscription);
@@ -400,15 +317,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
             counters: Arc::clone(&counters),
         };
-        self.shared.send(
-            &mut plane,
-            shard,
-            Control::Subscribe {
-                filter: subscription.filter,
-                agent: subscription.agent,
-                member,
-            },
-        );
+        self.shared.mailboxes[shard].post(Control::Subscribe {
+            filter: subscription.filter,
+            agent: subscription.agent,
+            member,
+        });
         // Bits are set after the shard's message is queued, so a publish that sees them
         // finds the subscription applied before its event is dispatched.
         let Plane { counts, .. } = &mut *plane;
@@ -435,7 +348,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         if plane.groups.contains_key(name) {
             return Err(BusError::GroupExists(name.to_owned()));
         }
@@ -446,16 +359,12 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
         });
         plane.groups.insert(name.to_owned(), group);
-        self.shared.send(
-            &mut plane,
-            shard,
-            Control::AddGroup {
-                group,
-                filter: subscription.filter,
-                agent: subscription.agent,
-                balance,
-            },
-        );
+        self.shared.mailboxes[shard].post(Control::AddGroup {
+            group,
+            filter: subscription.filter,
+            agent: subscription.agent,
+            balance,
+        });
         Ok(group)
     }
 
@@ -467,7 +376,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let Some(record) = plane.group_records.get(group.0 as usize) else {
             return Err(BusError::UnknownGroup(group.0));
         };
@@ -482,8 +391,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry,
             counters: Arc::clone(&counters),
         };
-        self.shared
-            .send(&mut plane, footprint.shard, Control::Join { group, member });
+        self.shared.mailboxes[footprint.shard].post(Control::Join { group, member });
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &footprint, 1);
         plane.subscriptions.insert(
@@ -504,7 +412,7 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// applies at the shard's next poll). In poll mode the removal applies at the start of
     /// the owning shard's next `poll`, before that poll dispatches anything.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), BusError> {
-        let mut plane = self.shared.plane();
+        let mut plane = self.plane();
         let record = plane
             .subscriptions
             .remove(&id)
@@ -512,15 +420,13 @@ impl<const SLOT: usize> Bus<SLOT> {
         let shard = record.footprint.shard;
         let Plane { counts, .. } = &mut *plane;
         self.shared.targets.apply(counts, &record.footprint, -1);
-        let ticket = self
-            .shared
-            .send(&mut plane, shard, Control::Unsubscribe { id });
+        let ticket = self.shared.mailboxes[shard].post(Control::Unsubscribe { id });
         drop(plane);
         let on_own_worker = self
             .worker_threads
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
-        let progress = &self.shared.shards[shard].progress;
+        let progress = &self.shard_states[shard].progress;
         if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker {
             // A stopped shard applies nothing more: `wait_for` returns at once then.
             let mut waiter = Waiter::new(self.shared.config.wait);
@@ -531,8 +437,7 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A subscription's counts, if it is still subscribed.
     pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
-        self.shared
-            .plane()
+        self.plane()
             .subscriptions
             .get(&id)
             .map(|r| r.counters.snapshot())
@@ -559,11 +464,8 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// without waiting. Idempotent.
     pub fn close(&self) {
         self.shared.intake.close();
-        {
-            let mut plane = self.shared.plane();
-            for shard in 0..self.shared.config.shards {
-                self.shared.send(&mut plane, shard, Control::Stop);
-            }
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Control::Stop);
         }
         if let Some(shards) = self
             .shards
@@ -629,7 +531,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let plane = self.shared.plane();
+        let plane = self.plane();
         if let Some(t) = target {
             if !plane.subscriptions.contains_key(&t) {
                 return Err(BusError::UnknownSubscription(t));
@@ -702,10 +604,10 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A snapshot of every counter.
     pub fn stats(&self) -> BusStats {
-        let plane = self.shared.plane();
+        let plane = self.plane();
         let n = self.shared.config.shards;
         let mut stats = BusStats::default();
-        for (s, shard) in self.shared.shards.iter().enumerate() {
+        for (s, shard) in self.shard_states.iter().enumerate() {
             let c = &shard.counters;
             let mut st = ShardStats {
                 dispatched: c.dispatched.snapshot(),

@@ -440,12 +440,6 @@ impl<const SLOT: usize> Event<SLOT> {
     pub(crate) fn set_attempts(&mut self, attempts: u16) {
         self.header_mut().attempts = attempts;
     }
-
-    /// The raw type id and destination id, for validation against a bus.
-    pub(crate) fn raw_ids(&self) -> (u16, u32) {
-        let h = self.header();
-        (h.event_type, h.destination)
-    }
 }
 
 /// What a payload type must implement to be archived into a slot: rkyv's `Serialize` for

@@ -63,6 +63,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backoff;
+mod barrier;
 mod bus;
 mod clock;
 mod config;
@@ -72,6 +73,7 @@ mod error;
 mod event;
 mod intake;
 mod lanes;
+mod mailbox;
 mod names;
 mod outcome;
 mod priority;
@@ -81,6 +83,7 @@ mod retry;
 mod router;
 mod schedule;
 mod shard;
+mod shared;
 mod stats;
 mod subscription;
 mod sync;

@@ -9,12 +9,18 @@
 //! Backpressure: `try_publish` never blocks; if any ring the event must enter is full it
 //! returns `Err(Full(event))` and enters none (all-or-nothing across shards). `publish`
 //! waits with the bus's wait strategy; `publish_timeout` gives up after a while.
+//!
+//! One path: every publish, single or batch, built or written in place, scheduled or not,
+//! goes through [`Publisher::publish_run`]: check the ids, find the target shards, claim
+//! one chunk of slots on the first target ring, write the events there, copy them to the
+//! other targets, commit. A batch pays the intake gate, the clock read and the counter
+//! updates once per batch (per run of events with the same route), not per event.
 
+use core::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bus::Shared;
-use crate::error::PublishError;
+use crate::error::{PayloadError, PublishError};
 use crate::event::{Event, WritePayload, DEFAULT_SLOT};
 use crate::intake::BusyFlag;
 use crate::lanes::ProducerSet;
@@ -22,6 +28,7 @@ use crate::names::{AgentId, EventType};
 use crate::priority::Priority;
 use crate::schedule::ScheduleToken;
 use crate::shard::Control;
+use crate::shared::Shared;
 use crate::stats::PublisherCounters;
 use crate::wait::Waiter;
 
@@ -38,6 +45,16 @@ pub struct Receipt {
     /// How many shards the event was queued on. 0: no subscription matched at publish
     /// time; the event was counted as unroutable (and dead-lettered if the bus is set to).
     pub shards: u32,
+}
+
+/// What a successful batch publish tells the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchReceipt {
+    /// The id stamped on the first event published; the others follow it one by one
+    /// (`first_id + i` for the `i`-th).
+    pub first_id: u64,
+    /// How many events were published: a prefix of the batch, possibly all of it.
+    pub count: usize,
 }
 
 /// Where an in-place publish goes: everything routing needs before the slot is written.
@@ -63,20 +80,63 @@ impl Draft {
             correlation_id: 0,
         }
     }
-    /// With priority `p`.
-    pub fn priority(mut self, p: Priority) -> Self {
+    /// With priority `p` (as [`Event::with_priority`]).
+    pub fn with_priority(mut self, p: Priority) -> Self {
         self.priority = p;
         self
     }
-    /// Addressed to `agent`.
+    /// Addressed to `agent` (as [`Event::to`]).
     pub fn to(mut self, agent: AgentId) -> Self {
         self.destination = Some(agent);
         self
     }
-    /// With a correlation id.
-    pub fn correlation_id(mut self, id: u64) -> Self {
+    /// With a correlation id (as [`Event::with_correlation_id`]).
+    pub fn with_correlation_id(mut self, id: u64) -> Self {
         self.correlation_id = id;
         self
+    }
+
+    /// The route of every event this draft makes.
+    fn route(&self) -> Route {
+        Route {
+            event_type: self.event_type,
+            destination: self.destination,
+            priority: self.priority,
+        }
+    }
+
+    /// Writes an event of this draft with `payload` into `slot`.
+    fn write<'s, const SLOT: usize, T: WritePayload>(
+        &self,
+        slot: &'s mut MaybeUninit<Event<SLOT>>,
+        payload: &T,
+    ) -> Result<&'s mut Event<SLOT>, PayloadError> {
+        let event = slot.write(Event::new(self.event_type).with_priority(self.priority));
+        event.set_destination(self.destination);
+        if self.correlation_id != 0 {
+            event.set_correlation_id(self.correlation_id);
+        }
+        event.set_payload(payload)?;
+        Ok(event)
+    }
+}
+
+/// What decides where an event goes: its type, destination and priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Route {
+    event_type: EventType,
+    destination: Option<AgentId>,
+    priority: Priority,
+}
+
+impl Route {
+    fn of<const SLOT: usize>(event: &Event<SLOT>) -> Self {
+        let h = event.header();
+        Route {
+            event_type: h.event_type(),
+            destination: h.destination(),
+            priority: h.priority(),
+        }
     }
 }
 
@@ -102,10 +162,15 @@ impl<const SLOT: usize> core::fmt::Debug for Publisher<SLOT> {
     }
 }
 
-/// Why an event cannot be routed: checked before anything is written.
-enum Refusal {
-    UnknownType(u16),
-    UnknownAgent(u32),
+/// How a run of events is stamped.
+#[derive(Clone, Copy)]
+struct Stamp {
+    /// The publish time (one clock read per call).
+    now_ns: u64,
+    /// A scheduled publish's due time.
+    at_ns: Option<u64>,
+    /// Count a `Full` refusal (a blocking publish counts only the one it returns).
+    count_full: bool,
 }
 
 impl<const SLOT: usize> Publisher<SLOT> {
@@ -152,7 +217,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
         &mut self,
         event: Event<SLOT>,
     ) -> Result<Receipt, PublishError<Event<SLOT>>> {
-        self.publish_gated(event, None, true)
+        self.publish_owned(event, None, true)
     }
 
     /// Schedules `event` for delivery at `at_ns` on the bus clock (see `Bus::now_ns`);
@@ -165,7 +230,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
         event: Event<SLOT>,
         at_ns: u64,
     ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
-        self.publish_gated(event, Some(at_ns), true)
+        self.publish_owned(event, Some(at_ns), true)
             .map(|r| (r, ScheduleToken(r.id)))
     }
 
@@ -178,23 +243,6 @@ impl<const SLOT: usize> Publisher<SLOT> {
         let delay_ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         let at = self.shared.clock.now_ns().saturating_add(delay_ns);
         self.try_publish_at(event, at)
-    }
-
-    /// One publish inside the intake gate. `count_full`: count a `Full` refusal (a
-    /// blocking publish counts only the refusal it finally returns).
-    fn publish_gated(
-        &mut self,
-        mut event: Event<SLOT>,
-        at_ns: Option<u64>,
-        count_full: bool,
-    ) -> Result<Receipt, PublishError<Event<SLOT>>> {
-        if !self.shared.intake.enter(&self.busy) {
-            self.counters.rejected_closed.incr();
-            return Err(PublishError::Closed(event));
-        }
-        let result = self.publish_entered(&mut event, at_ns, count_full);
-        self.shared.intake.exit(&self.busy);
-        result.map_err(|e| e.with(event))
     }
 
     /// Publishes, waiting (with the bus's wait strategy) while a ring is full.
@@ -221,7 +269,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
     ) -> Result<Receipt, PublishError<Event<SLOT>>> {
         let mut waiter = Waiter::new(self.shared.config.wait);
         loop {
-            match self.publish_gated(event, None, false) {
+            match self.publish_owned(event, None, false) {
                 Err(PublishError::Full(back)) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         let priority = back.header().priority();
@@ -236,21 +284,6 @@ impl<const SLOT: usize> Publisher<SLOT> {
         }
     }
 
-    /// Publishes a slice of events in order, without blocking; stops at the first refused.
-    /// Returns how many were published (a prefix of `events`) and the error for the first
-    /// refused one, if any. The events are copied into the rings.
-    pub fn try_publish_batch(
-        &mut self,
-        events: &[Event<SLOT>],
-    ) -> (usize, Option<PublishError<Event<SLOT>>>) {
-        for (i, event) in events.iter().enumerate() {
-            if let Err(e) = self.try_publish(event.clone()) {
-                return (i, Some(e));
-            }
-        }
-        (events.len(), None)
-    }
-
     /// Publishes, archiving `payload` straight into the ring's slot (no event on the stack,
     /// no intermediate buffer). Non-blocking: `Full(())` if a ring is full; a payload that
     /// does not fit is `Payload(TooLarge)` and nothing is published.
@@ -259,231 +292,386 @@ impl<const SLOT: usize> Publisher<SLOT> {
         draft: Draft,
         payload: &T,
     ) -> Result<Receipt, PublishError<()>> {
+        let route = draft.route();
+        self.gated(|p, stamp| p.publish_run(route, 1, stamp, |_, slot| draft.write(slot, payload)))
+            .map(|(first_id, shards)| Receipt {
+                id: first_id,
+                shards,
+            })
+            .map_err(|(_, failure)| failure.with(()))
+    }
+
+    /// Publishes a batch of built events, in order, without blocking: the longest prefix
+    /// that fits, all-or-nothing per event across shards. Like `Write::write`, a short
+    /// count is a success (`count < events.len()`: the next event met a full ring, or an
+    /// error it will report when published on its own); `Err` only when none was
+    /// published. The events are copied into the rings; consecutive events with the same
+    /// type, destination and priority are claimed and committed as one chunk.
+    pub fn try_publish_batch(
+        &mut self,
+        events: &[Event<SLOT>],
+    ) -> Result<BatchReceipt, PublishError<()>> {
+        self.gated(|p, stamp| {
+            let mut done = 0;
+            let mut first_id = None;
+            while done < events.len() {
+                let rest = &events[done..];
+                let route = Route::of(&rest[0]);
+                let run = rest.iter().take_while(|e| Route::of(e) == route).count();
+                let (id, n, failure) =
+                    match p.publish_run(route, run, stamp, |i, slot| Ok(copy_to(slot, &rest[i]))) {
+                        Ok((id, _)) => (id, run, None),
+                        Err((n, failure)) => (p.id_of(p.next_seq - n as u64), n, Some(failure)),
+                    };
+                first_id.get_or_insert(id);
+                done += n;
+                if let Some(failure) = failure {
+                    return match first_id {
+                        Some(id) if done > 0 => Ok((id, done as u32)),
+                        _ => Err((0, failure)),
+                    };
+                }
+            }
+            Ok((first_id.unwrap_or(0), done as u32))
+        })
+        .map(|(first_id, count)| BatchReceipt {
+            first_id,
+            count: count as usize,
+        })
+        .map_err(|(_, failure)| failure.with(()))
+    }
+
+    /// Publishes one event per payload of `payloads`, all of `draft`, archiving each
+    /// straight into its ring slot. One chunk claimed and committed per target ring, one
+    /// gate entry, one clock read and one counter update for the whole batch. Like
+    /// [`Publisher::try_publish_batch`], a short count is a success and `Err` means none
+    /// was published; a payload that does not fit ends the batch before it.
+    pub fn try_publish_batch_with<T: WritePayload>(
+        &mut self,
+        draft: Draft,
+        payloads: &[T],
+    ) -> Result<BatchReceipt, PublishError<()>> {
+        if payloads.is_empty() {
+            return Ok(BatchReceipt {
+                first_id: self.id_of(self.next_seq),
+                count: 0,
+            });
+        }
+        let route = draft.route();
+        self.gated(|p, stamp| {
+            let first_id = p.id_of(p.next_seq);
+            match p.publish_run(route, payloads.len(), stamp, |i, slot| {
+                draft.write(slot, &payloads[i])
+            }) {
+                Ok(_) => Ok((first_id, payloads.len() as u32)),
+                Err((0, failure)) => Err((0, failure)),
+                Err((n, _)) => Ok((first_id, n as u32)),
+            }
+        })
+        .map(|(first_id, count)| BatchReceipt {
+            first_id,
+            count: count as usize,
+        })
+        .map_err(|(_, failure)| failure.with(()))
+    }
+
+    /// `try_publish` and the scheduled publishes: one owned event, handed back on refusal.
+    fn publish_owned(
+        &mut self,
+        event: Event<SLOT>,
+        at_ns: Option<u64>,
+        count_full: bool,
+    ) -> Result<Receipt, PublishError<Event<SLOT>>> {
+        let route = Route::of(&event);
+        let result = self.gated(|p, mut stamp| {
+            stamp.at_ns = at_ns;
+            stamp.count_full = count_full;
+            p.publish_run(route, 1, stamp, |_, slot| Ok(copy_to(slot, &event)))
+        });
+        match result {
+            Ok((id, shards)) => Ok(Receipt { id, shards }),
+            Err((_, failure)) => Err(failure.with(event)),
+        }
+    }
+
+    /// Runs `body` inside the intake gate, with this call's one clock read.
+    #[inline]
+    fn gated<R>(
+        &mut self,
+        body: impl FnOnce(&mut Self, Stamp) -> Result<R, (usize, Failure)>,
+    ) -> Result<R, (usize, Failure)> {
         if !self.shared.intake.enter(&self.busy) {
             self.counters.rejected_closed.incr();
-            return Err(PublishError::Closed(()));
+            return Err((0, Failure::Closed));
         }
-        let result = self.publish_in_place(draft, payload);
+        let stamp = Stamp {
+            now_ns: self.shared.clock.now_ns(),
+            at_ns: None,
+            count_full: true,
+        };
+        let result = body(self, stamp);
         self.shared.intake.exit(&self.busy);
         result
     }
 
-    /// Checks the ids of an event against the bus.
-    fn check(&self, ty: u16, destination: u32) -> Result<(), Refusal> {
-        if u32::from(ty) >= self.shared.type_count() {
-            return Err(Refusal::UnknownType(ty));
+    /// Publishes `n` events that share `route`, the `i`-th written into its slot by
+    /// `write(i, slot)`: one chunk claimed on the first target ring, the events written
+    /// there, copied to the other targets, and every ring committed once. Events that do
+    /// not fit are left for the caller: `Err((published, why))` says how many went (a
+    /// prefix) and why the next did not. Returns the first event's id and the number of
+    /// target shards.
+    fn publish_run<W>(
+        &mut self,
+        route: Route,
+        n: usize,
+        stamp: Stamp,
+        mut write: W,
+    ) -> Result<(u64, u32), (usize, Failure)>
+    where
+        W: FnMut(usize, &mut MaybeUninit<Event<SLOT>>) -> Result<&mut Event<SLOT>, PayloadError>,
+    {
+        let priority = route.priority;
+        if let Err(refusal) = self.check(route) {
+            self.counters.rejected_invalid.incr();
+            return Err((0, refusal));
         }
-        if destination != u32::MAX && destination >= self.shared.agent_count() {
-            return Err(Refusal::UnknownAgent(destination));
+        let mask = self
+            .shared
+            .targets
+            .for_event(route.event_type, route.destination);
+        let first_id = self.id_of(self.next_seq);
+        if mask == 0 {
+            return self
+                .publish_unroutable(n, stamp, write)
+                .map(|()| (first_id, 0));
+        }
+        let take = self.room(mask, priority, n);
+        if take == 0 {
+            if stamp.count_full {
+                self.count_full(mask, priority);
+            }
+            return Err((0, Failure::Full));
+        }
+        let first = mask.trailing_zeros() as usize;
+        let (head, others) = self.lanes.split_at_mut(first + 1);
+        let ring = &mut head[first][priority.index()];
+        let Ok(mut chunk) = ring.write_chunk_uninit(take) else {
+            // `room` saw `take` free slots, and this thread is the ring's only producer.
+            return Err((0, Failure::Full));
+        };
+        let (a, b) = chunk.as_mut_slices();
+        let mut written = 0;
+        let mut failure = None;
+        for slot in a.iter_mut().chain(b.iter_mut()) {
+            let seq = self.next_seq + written as u64;
+            match write(written, slot) {
+                Ok(event) => {
+                    let id = (u64::from(self.index) << SEQ_BITS) | seq;
+                    event.stamp(id, self.agent, stamp.at_ns.unwrap_or(stamp.now_ns));
+                    event.set_scheduled(stamp.at_ns.is_some());
+                    written += 1;
+                }
+                Err(e) => {
+                    failure = Some(Failure::Payload(e));
+                    break;
+                }
+            }
+        }
+        if written == 0 {
+            return Err((0, failure.unwrap_or(Failure::Full)));
+        }
+        let shards = shard_count(mask);
+        if stamp.at_ns.is_some() {
+            // Registered before any shard can see the event, so none mistakes it for
+            // cancelled.
+            self.shared.schedule.add(first_id, shards);
+        }
+        let (a, b) = chunk.as_mut_slices();
+        let source = a.iter().chain(b.iter()).take(written);
+        let mut rest = mask & !(1 << first);
+        while rest != 0 {
+            let s = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            copy_run(
+                &mut others[s - first - 1][priority.index()],
+                source.clone(),
+                written,
+            );
+            self.counters.shards[s]
+                .enqueued
+                .add(priority, written as u64);
+        }
+        // SAFETY: the first `written` slots of the chunk were initialised by `write`
+        // above (a prefix: the loop stops at the first slot it could not write).
+        unsafe { chunk.commit(written) };
+        self.counters.shards[first]
+            .enqueued
+            .add(priority, written as u64);
+        self.counters.published.add(priority, written as u64);
+        self.next_seq += written as u64;
+        match failure {
+            None if written == n => Ok((first_id, shards)),
+            // A short count, not a refusal: the caller gets the rest back to publish again
+            // (only a refusal returned as an error is counted in `rejected_full`).
+            None => Err((written, Failure::Full)),
+            Some(failure) => Err((written, failure)),
+        }
+    }
+
+    /// Events nobody subscribed to: each is built on the stack for the record, counted as
+    /// published and unroutable, and dead-lettered if the bus is set to.
+    fn publish_unroutable<W>(
+        &mut self,
+        n: usize,
+        stamp: Stamp,
+        mut write: W,
+    ) -> Result<(), (usize, Failure)>
+    where
+        W: FnMut(usize, &mut MaybeUninit<Event<SLOT>>) -> Result<&mut Event<SLOT>, PayloadError>,
+    {
+        for i in 0..n {
+            let mut slot = MaybeUninit::uninit();
+            let event = write(i, &mut slot).map_err(|e| (i, Failure::Payload(e)))?;
+            let id = self.id_of(self.next_seq);
+            event.stamp(id, self.agent, stamp.at_ns.unwrap_or(stamp.now_ns));
+            event.set_scheduled(stamp.at_ns.is_some());
+            let priority = event.header().priority();
+            self.next_seq += 1;
+            self.counters.published.incr(priority);
+            self.counters.unroutable.incr(priority);
+            self.shared.dead_letter_unroutable(event);
         }
         Ok(())
     }
 
-    /// The shards `mask` names, if every ring there has room at `priority`; else counts
-    /// the refusal against the first full shard.
-    fn room(&self, mask: u64, priority: Priority, count_full: bool) -> bool {
+    /// Checks a route's ids against the bus.
+    #[inline]
+    fn check(&self, route: Route) -> Result<(), Failure> {
+        let ty = route.event_type.raw();
+        if u32::from(ty) >= self.shared.type_count() {
+            return Err(Failure::UnknownType(ty));
+        }
+        match route.destination {
+            Some(d) if d.raw() >= self.shared.agent_count() => Err(Failure::UnknownAgent(d.raw())),
+            _ => Ok(()),
+        }
+    }
+
+    /// How many of `want` events fit in every ring `mask` names at `priority` (space only
+    /// grows while this thread is the only producer). Reads each ring's cached free count
+    /// first: the consumer's index, a line the consuming core keeps writing, is loaded
+    /// only when the cache says there may not be room.
+    #[inline]
+    fn room(&self, mask: u64, priority: Priority, want: usize) -> usize {
+        let mut bits = mask;
+        let mut room = want;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let ring = &self.lanes[s][priority.index()];
+            if ring.cached_slots() < room {
+                room = room.min(ring.slots());
+            }
+        }
+        room
+    }
+
+    /// Counts a `Full` refusal, against the publisher and the first full shard.
+    fn count_full(&self, mask: u64, priority: Priority) {
+        self.counters.rejected_full.incr(priority);
         let mut bits = mask;
         while bits != 0 {
             let s = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             if self.lanes[s][priority.index()].is_full() {
-                if count_full {
-                    self.counters.rejected_full.incr(priority);
-                    self.counters.shards[s].rejected_full.incr(priority);
-                }
-                return false;
-            }
-        }
-        true
-    }
-
-    fn next_id(&mut self) -> u64 {
-        let id = (u64::from(self.index) << SEQ_BITS) | self.next_seq;
-        self.next_seq += 1;
-        id
-    }
-
-    /// The body of `try_publish`, inside the intake gate.
-    fn publish_entered(
-        &mut self,
-        event: &mut Event<SLOT>,
-        at_ns: Option<u64>,
-        count_full: bool,
-    ) -> Result<Receipt, Failure> {
-        let (ty, destination) = event.raw_ids();
-        if let Err(refusal) = self.check(ty, destination) {
-            self.counters.rejected_invalid.incr();
-            return Err(Failure::Refused(refusal));
-        }
-        let h = event.header();
-        let priority = h.priority();
-        let mask = self
-            .shared
-            .targets
-            .for_event(h.event_type(), h.destination());
-        if mask != 0 && !self.room(mask, priority, count_full) {
-            return Err(Failure::Full);
-        }
-        let id = self.next_id();
-        let now = self.shared.clock.now_ns();
-        event.stamp(id, self.agent, at_ns.unwrap_or(now));
-        event.set_scheduled(at_ns.is_some());
-        self.counters.published.incr(priority);
-        if mask == 0 {
-            self.unroutable(event, priority);
-            return Ok(Receipt { id, shards: 0 });
-        }
-        if at_ns.is_some() {
-            // Registered before any shard can see the event, so none mistakes it for
-            // cancelled.
-            self.shared.schedule.add(id, mask.count_ones());
-        }
-        let mut bits = mask;
-        while bits != 0 {
-            let s = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            // `room` saw a free slot and this thread is the ring's only producer, so this
-            // cannot fail; were it ever to, the refusal is counted, not ignored.
-            if copy_into(&mut self.lanes[s][priority.index()], event) {
-                self.counters.shards[s].enqueued.incr(priority);
-            } else {
                 self.counters.shards[s].rejected_full.incr(priority);
+                return;
             }
         }
-        Ok(Receipt {
-            id,
-            shards: mask.count_ones(),
-        })
     }
 
-    fn publish_in_place<T: WritePayload>(
-        &mut self,
-        draft: Draft,
-        payload: &T,
-    ) -> Result<Receipt, PublishError<()>> {
-        let destination = draft.destination.map_or(u32::MAX, AgentId::raw);
-        if let Err(refusal) = self.check(draft.event_type.raw(), destination) {
-            self.counters.rejected_invalid.incr();
-            return Err(Failure::Refused(refusal).with(()));
-        }
-        let priority = draft.priority;
-        let mask = self
-            .shared
-            .targets
-            .for_event(draft.event_type, draft.destination);
-        if mask == 0 {
-            // Nothing will read it, so build it on the stack for the record.
-            let mut event = Event::new(draft.event_type)
-                .with_priority(priority)
-                .with_correlation_id(draft.correlation_id);
-            event.set_destination(draft.destination);
-            event.set_payload(payload)?;
-            let id = self.next_id();
-            event.stamp(id, self.agent, self.shared.clock.now_ns());
-            self.counters.published.incr(priority);
-            self.unroutable(&event, priority);
-            return Ok(Receipt { id, shards: 0 });
-        }
-        if !self.room(mask, priority, true) {
-            return Err(PublishError::Full(()));
-        }
-        let first = mask.trailing_zeros() as usize;
-        let id = (u64::from(self.index) << SEQ_BITS) | self.next_seq;
-        let now = self.shared.clock.now_ns();
-        let agent = self.agent;
-        let mut chunk = self.lanes[first][priority.index()]
-            .write_chunk_uninit(1)
-            .map_err(|_| PublishError::Full(()))?;
-        let (slots, _) = chunk.as_mut_slices();
-        let Some(slot) = slots.first_mut() else {
-            return Err(PublishError::Full(()));
-        };
-        let event = slot.write(Event::new(draft.event_type).with_priority(priority));
-        event.set_destination(draft.destination);
-        if draft.correlation_id != 0 {
-            event.set_correlation_id(draft.correlation_id);
-        }
-        event.set_payload(payload)?;
-        event.stamp(id, agent, now);
-        let copy = (mask.count_ones() > 1).then(|| event.clone());
-        // SAFETY: the one slot of this chunk was initialised by `slot.write` above.
-        unsafe { chunk.commit_all() };
-        self.next_seq += 1;
-        self.counters.published.incr(priority);
-        self.counters.shards[first].enqueued.incr(priority);
-        if let Some(event) = copy {
-            let mut bits = mask & !(1 << first);
-            while bits != 0 {
-                let s = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if copy_into(&mut self.lanes[s][priority.index()], &event) {
-                    self.counters.shards[s].enqueued.incr(priority);
-                } else {
-                    self.counters.shards[s].rejected_full.incr(priority);
-                }
-            }
-        }
-        Ok(Receipt {
-            id,
-            shards: mask.count_ones(),
-        })
-    }
-
-    /// Counts (and, if the bus is set to, dead-letters) an event nobody subscribed to.
-    fn unroutable(&self, event: &Event<SLOT>, priority: Priority) {
-        self.counters.unroutable.incr(priority);
-        self.shared.dead_letter_unroutable(event);
+    #[inline]
+    fn id_of(&self, seq: u64) -> u64 {
+        (u64::from(self.index) << SEQ_BITS) | seq
     }
 }
 
 impl<const SLOT: usize> Drop for Publisher<SLOT> {
     fn drop(&mut self) {
-        for control in &self.shared.control {
-            // A shard that is gone has no lanes left to retire.
-            let _ = control.send(Control::PublisherGone {
+        for mailbox in &self.shared.mailboxes {
+            mailbox.post(Control::PublisherGone {
                 publisher: self.index,
             });
         }
     }
 }
 
-/// Copies `event` straight into the next slot of `ring` (one 256-byte copy, no temporary);
-/// false if the ring is full.
+/// How many shards `mask` names. One, usually: that case skips `count_ones`, which is a
+/// dozen instructions on the baseline x86-64 target (no `popcnt`).
 #[inline]
-fn copy_into<const SLOT: usize>(
-    ring: &mut rtrb::Producer<Event<SLOT>>,
+fn shard_count(mask: u64) -> u32 {
+    if mask & (mask - 1) == 0 {
+        1
+    } else {
+        mask.count_ones()
+    }
+}
+
+/// Copies `event` into `slot` (one 256-byte copy, no temporary) and returns it there.
+#[inline]
+fn copy_to<'s, const SLOT: usize>(
+    slot: &'s mut MaybeUninit<Event<SLOT>>,
     event: &Event<SLOT>,
-) -> bool {
-    let Ok(mut chunk) = ring.write_chunk_uninit(1) else {
-        return false;
-    };
-    let (slots, _) = chunk.as_mut_slices();
-    let Some(slot) = slots.first_mut() else {
-        return false;
-    };
-    // SAFETY: `slot` is valid for writes of one `Event` (a slot of the ring's buffer,
+) -> &'s mut Event<SLOT> {
+    // SAFETY: `slot` is valid for writes of one `Event` (a ring slot or a stack slot,
     // aligned for `Event`) and cannot overlap `event`, which the caller borrows elsewhere;
     // `Event` is plain bytes without `Drop`, so a bitwise copy is a valid value.
     unsafe { slot.as_mut_ptr().copy_from_nonoverlapping(event, 1) };
-    // SAFETY: the chunk's one slot was initialised just above.
-    unsafe { chunk.commit_all() };
-    true
+    // SAFETY: initialised just above.
+    unsafe { slot.assume_init_mut() }
 }
 
-/// A refusal inside the gate, before the event is handed back.
+/// Copies the `n` initialised events `source` yields into the next `n` slots of `ring` and
+/// commits them. The caller checked that `ring` has `n` free slots.
+fn copy_run<'e, const SLOT: usize>(
+    ring: &mut rtrb::Producer<Event<SLOT>>,
+    source: impl Iterator<Item = &'e MaybeUninit<Event<SLOT>>>,
+    n: usize,
+) {
+    let Ok(mut chunk) = ring.write_chunk_uninit(n) else {
+        // Unreachable: `room` counted at least `n` free slots on this ring, and only this
+        // thread produces into it, so its free space has not shrunk since.
+        return;
+    };
+    let (a, b) = chunk.as_mut_slices();
+    for (dst, src) in a.iter_mut().chain(b.iter_mut()).zip(source) {
+        // SAFETY: `src` is one of the first `n` slots of the source chunk, which the
+        // caller initialised; `dst` is a slot of another ring's buffer (no overlap), valid
+        // for one `Event`; `Event` is plain bytes, so a bitwise copy is a valid value.
+        unsafe { dst.as_mut_ptr().copy_from_nonoverlapping(src.as_ptr(), 1) };
+    }
+    // SAFETY: the chunk has `n` slots, all written by the loop (`source` yields `n`).
+    unsafe { chunk.commit_all() };
+}
+
+/// Why a publish stopped, before the event (or `()`) is handed back.
+#[derive(Clone, Copy, Debug)]
 enum Failure {
+    Closed,
     Full,
-    Refused(Refusal),
+    UnknownType(u16),
+    UnknownAgent(u32),
+    Payload(PayloadError),
 }
 
 impl Failure {
     fn with<T>(self, event: T) -> PublishError<T> {
         match self {
+            Failure::Closed => PublishError::Closed(event),
             Failure::Full => PublishError::Full(event),
-            Failure::Refused(Refusal::UnknownType(id)) => {
-                PublishError::UnknownEventType { event, id }
-            }
-            Failure::Refused(Refusal::UnknownAgent(id)) => PublishError::UnknownAgent { event, id },
+            Failure::UnknownType(id) => PublishError::UnknownEventType { event, id },
+            Failure::UnknownAgent(id) => PublishError::UnknownAgent { event, id },
+            Failure::Payload(e) => PublishError::Payload(e),
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use crate::backoff::RetryPolicy;
+use crate::clock::LazyNow;
 use crate::envelope::{Envelope, ErrorCode, Status};
 use crate::error::BusError;
 use crate::event::{Event, DEFAULT_SLOT};
@@ -64,6 +65,9 @@ struct Member<const SLOT: usize> {
 /// A filter with one member (a plain subscription) or several (a load-balanced group).
 struct Route<const SLOT: usize> {
     filter: Filter,
+    /// The filter names types and nothing else: found through the per-type index, an
+    /// event passes it without a look.
+    types_only: bool,
     agent: Option<AgentId>,
     balance: Balance,
     /// Load-balanced routes pick one member per event; others have exactly one member.
@@ -224,7 +228,8 @@ impl<const SLOT: usize> Router<SLOT> {
     /// `Retry`, `Fail` or panic leaves the envelope `Failed` with the last error code.
     pub fn route(&mut self, event: &Event<SLOT>) -> Envelope {
         let now = self.epoch.elapsed().as_nanos() as u64;
-        self.dispatch(event, now, |_, _, _| {})
+        self.dispatch(event, &LazyNow::known(now), |_, _, _| {})
+            .envelope(event, now)
     }
 
     /// Adds a route (a plain subscription's or a group's) and indexes it.
@@ -235,6 +240,7 @@ impl<const SLOT: usize> Router<SLOT> {
         group: Option<Balance>,
     ) -> RouteKey {
         let route = Route {
+            types_only: filter.is_types_only(),
             filter,
             agent,
             balance: group.unwrap_or_default(),
@@ -324,7 +330,7 @@ impl<const SLOT: usize> Router<SLOT> {
         Some(&route.members.get(m as usize)?.counters)
     }
 
-    /// Builds the envelope for a dispatch of `event` at `now_ns`.
+    /// The envelope of a dispatch of `event` at `now_ns`, before any delivery.
     pub(crate) fn envelope_for(event: &Event<SLOT>, now_ns: u64) -> Envelope {
         let h = event.header();
         let mut envelope = Envelope {
@@ -342,15 +348,15 @@ impl<const SLOT: usize> Router<SLOT> {
         envelope
     }
 
-    /// Delivers `event` to every matching subscription (one member per group). `on_verdict`
-    /// hears each delivery's subscription and verdict. Returns the finished envelope.
+    /// Delivers `event` to every matching subscription (one member per group).
+    /// `on_verdict` hears each delivery that did not end `Done`, with the envelope as it
+    /// stood then (a `Done` needs nothing settled, so the common path builds no envelope).
     pub(crate) fn dispatch(
         &mut self,
         event: &Event<SLOT>,
-        now_ns: u64,
+        now: &LazyNow<'_>,
         mut on_verdict: impl FnMut(Verdict, &Envelope, MemberRef<'_>),
-    ) -> Envelope {
-        let mut envelope = Self::envelope_for(event, now_ns);
+    ) -> Dispatched {
         let h = event.header();
         let Router {
             routes,
@@ -373,44 +379,46 @@ impl<const SLOT: usize> Router<SLOT> {
                 any_type.as_slice(),
             ),
         };
-        let mut failed = false;
-        let expired = envelope.is_expired(now_ns);
+        let mut out = Dispatched::default();
+        let expired = h.deadline_ns().is_some_and(|d| now.get() > d);
         // Broadcast candidates come from the per-type index (or name no type): their type
         // matches already. Direct candidates come from the per-agent index: check it.
         let type_known = h.destination().is_none();
-        for &ix in first.iter().chain(second) {
+        let mut visit = |ix: u32| {
             let Some(route) = routes.get_mut(ix as usize).and_then(Option::as_mut) else {
-                continue;
+                return;
             };
             let passes = if type_known {
-                route.filter.matches_besides_type(h)
+                route.types_only || route.filter.matches_besides_type(h)
             } else {
                 route.filter.matches(h)
             };
             if !passes {
-                continue;
+                return;
             }
             let Some(member) = route.pick() else {
-                continue;
+                return;
             };
             member.counters.accepted.incr();
             let verdict = if expired {
                 Verdict::Expired
             } else {
-                deliver(member, event, &envelope, now_ns)
+                deliver(member, event, now, out.deliveries, out.last_error)
             };
-            envelope.deliveries += 1;
-            failed |= note_verdict(&mut envelope, verdict);
-            on_verdict(verdict, &envelope, member.as_ref());
-        }
-        envelope.status = if envelope.deliveries == 0 {
-            Status::Pending
-        } else if failed {
-            Status::Failed
-        } else {
-            Status::Completed
+            out.deliveries += 1;
+            if out.note(verdict) {
+                let envelope = out.in_progress(event, now.get());
+                on_verdict(verdict, &envelope, member.as_ref());
+            }
         };
-        envelope
+        // Two plain loops, not a chained iterator: this is the innermost loop of a shard.
+        for &ix in first {
+            visit(ix);
+        }
+        for &ix in second {
+            visit(ix);
+        }
+        out
     }
 
     /// Delivers `event` to one subscription only (a retry or a redrive), counting it as
@@ -437,51 +445,86 @@ impl<const SLOT: usize> Router<SLOT> {
         if redrive {
             member.counters.accepted.incr();
         }
-        let mut envelope = Self::envelope_for(event, now_ns);
-        let verdict = if envelope.is_expired(now_ns) {
+        let expired = event.header().deadline_ns().is_some_and(|d| now_ns > d);
+        let verdict = if expired {
             Verdict::Expired
         } else {
-            deliver(member, event, &envelope, now_ns)
+            deliver(member, event, &LazyNow::known(now_ns), 0, None)
         };
-        envelope.deliveries = 1;
-        envelope.status = if note_verdict(&mut envelope, verdict) {
-            Status::Failed
-        } else {
-            Status::Completed
+        let mut out = Dispatched {
+            deliveries: 1,
+            ..Dispatched::default()
         };
-        on_verdict(verdict, &envelope, member.as_ref());
+        out.note(verdict);
+        on_verdict(verdict, &out.envelope(event, now_ns), member.as_ref());
         true
     }
 }
 
-/// Records a verdict's error code in the envelope; true if it was not `Done`.
-fn note_verdict(envelope: &mut Envelope, verdict: Verdict) -> bool {
-    match verdict {
-        Verdict::Returned(Outcome::Done) => false,
-        Verdict::Returned(Outcome::Retry { code, .. } | Outcome::Fail { code }) => {
-            envelope.last_error = Some(code);
-            true
+/// What one dispatch did: enough to build its envelope, without building it per event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Dispatched {
+    /// Handlers the event was delivered to (or found expired for).
+    pub(crate) deliveries: u32,
+    /// Whether any delivery did not end `Done`.
+    pub(crate) failed: bool,
+    /// The last error code a handler returned (or `PANICKED`).
+    pub(crate) last_error: Option<ErrorCode>,
+}
+
+impl Dispatched {
+    /// Records a verdict; true if it was not `Done` (something to settle).
+    fn note(&mut self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Returned(Outcome::Done) => return false,
+            Verdict::Returned(Outcome::Retry { code, .. } | Outcome::Fail { code }) => {
+                self.last_error = Some(code);
+            }
+            Verdict::Panicked => self.last_error = Some(ErrorCode::PANICKED),
+            Verdict::Expired => {}
         }
-        Verdict::Panicked => {
-            envelope.last_error = Some(ErrorCode::PANICKED);
-            true
-        }
-        Verdict::Expired => true,
+        self.failed = true;
+        true
+    }
+
+    /// The envelope while the dispatch is under way (status `Processing`).
+    fn in_progress<const SLOT: usize>(&self, event: &Event<SLOT>, now_ns: u64) -> Envelope {
+        let mut envelope = Router::envelope_for(event, now_ns);
+        envelope.deliveries = self.deliveries;
+        envelope.last_error = self.last_error;
+        envelope
+    }
+
+    /// The finished envelope.
+    pub(crate) fn envelope<const SLOT: usize>(&self, event: &Event<SLOT>, now_ns: u64) -> Envelope {
+        let mut envelope = self.in_progress(event, now_ns);
+        envelope.status = if self.deliveries == 0 {
+            Status::Pending
+        } else if self.failed {
+            Status::Failed
+        } else {
+            Status::Completed
+        };
+        envelope
     }
 }
 
-/// Calls one handler, catching a panic.
+/// Calls one handler, catching a panic. `deliveries` and `last_error`: what this dispatch
+/// did before, for the handler's view of the envelope.
+#[inline]
 fn deliver<const SLOT: usize>(
     member: &mut Member<SLOT>,
     event: &Event<SLOT>,
-    envelope: &Envelope,
-    now_ns: u64,
+    now: &LazyNow<'_>,
+    deliveries: u32,
+    last_error: Option<ErrorCode>,
 ) -> Verdict {
     let delivery = Delivery {
         event,
-        envelope,
         subscription: member.id,
-        now_ns,
+        now,
+        deliveries,
+        last_error,
     };
     member.counters.attempts.incr();
     let handler = &mut member.handler;

@@ -21,21 +21,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, LazyNow};
 use crate::dead_letters::DeadReason;
-use crate::envelope::Envelope;
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::lanes::{ConsumerSet, Lane};
+use crate::mailbox::Inbox;
 use crate::names::AgentId;
-use crate::outcome::Outcome;
 use crate::priority::Priority;
 use crate::progress::ShardProgress;
 use crate::retry::{History, Letter, Retries, Timed};
-use crate::router::{NewMember, RouteKey, Router, Verdict};
+use crate::router::{NewMember, RouteKey, Router};
 use crate::stats::ShardCounters;
 use crate::subscription::{Balance, Filter, GroupId, SubscriptionId};
 
@@ -104,7 +102,7 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     retiring: Vec<u32>,
     router: Router<SLOT>,
     groups: HashMap<GroupId, RouteKey>,
-    control: Receiver<Control<SLOT>>,
+    inbox: Inbox<SLOT>,
     shared: Arc<ShardShared>,
     clock: Clock,
     /// The starvation guard: see the module doc. At least 1.
@@ -136,7 +134,7 @@ impl<const SLOT: usize> Shard<SLOT> {
     pub(crate) fn new(
         index: usize,
         router: Router<SLOT>,
-        control: Receiver<Control<SLOT>>,
+        inbox: Inbox<SLOT>,
         shared: Arc<ShardShared>,
         clock: Clock,
         guard: u32,
@@ -150,7 +148,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             retiring: Vec::new(),
             router,
             groups: HashMap::new(),
-            control,
+            inbox,
             shared,
             clock,
             guard: guard.max(1),
@@ -171,10 +169,18 @@ impl<const SLOT: usize> Shard<SLOT> {
     /// letters, then the rings, critical first with the starvation guard) and returns how
     /// many were handled. Applies pending control messages first. Never blocks.
     pub fn poll(&mut self, max: usize) -> usize {
-        self.apply_control();
-        let now = self.clock.now_ns();
-        let mut done = self.run_timers(now);
-        done += self.run_redrives(now, max.saturating_sub(done));
+        // The fast path of a busy shard is the ring drain below: each stage before it is
+        // skipped with one load when it has nothing to do.
+        if self.inbox.has_mail() {
+            self.apply_control();
+        }
+        let mut done = 0;
+        if !self.retries.wheel.is_empty() {
+            done += self.run_timers(self.clock.now_ns());
+        }
+        if !self.redrives.is_empty() {
+            done += self.run_redrives(self.clock.now_ns(), max.saturating_sub(done));
+        }
         while done < max {
             let waiting = self.waiting_levels();
             let Some((level, starved)) = self.pick_level(waiting) else {
@@ -187,20 +193,22 @@ impl<const SLOT: usize> Shard<SLOT> {
             } else {
                 (max - done).min(self.budget_for(level, waiting))
             };
-            let taken = self.drain_level(level, budget, now);
+            let taken = self.drain_level(level, budget);
             self.note_served(level, taken, waiting);
             done += taken;
             if self.control_pending {
                 // A subscription (or unsubscription) made before an event now in the rings
                 // was published: apply it before dispatching that event.
                 self.apply_control();
+            } else if taken < budget && waiting == 1 << level {
+                // The only waiting level gave all it held: the rings were empty a moment
+                // ago, so leave rather than look again (the next poll will).
+                break;
             }
         }
         if self.stop_requested && self.is_idle() {
-            done += self.flush_timers_on_stop(now);
+            done += self.flush_timers_on_stop(self.clock.now_ns());
         }
-        let pending = self.retries.wheel.len() as u64;
-        self.shared.counters.timers_pending.set(pending);
         done
     }
 
@@ -302,17 +310,19 @@ impl<const SLOT: usize> Shard<SLOT> {
     }
 
     /// Takes up to `budget` events of one level, lanes in turn, and dispatches them.
-    fn drain_level(&mut self, level: usize, budget: usize, now: u64) -> usize {
+    fn drain_level(&mut self, level: usize, budget: usize) -> usize {
         let Shard {
             lanes,
             cursors,
             router,
             shared,
             retries,
-            control,
+            inbox,
             control_pending,
+            clock,
             ..
         } = self;
+        let now = LazyNow::new(clock);
         let lanes = &mut lanes[level];
         let priority = Priority::ALL[level];
         let counters = &shared.counters;
@@ -330,16 +340,18 @@ impl<const SLOT: usize> Shard<SLOT> {
             // Any event in this chunk may have been published after a `subscribe` whose
             // control message is now pending (the publish happens-after the send, and we
             // acquired the event). Leave the chunk uncommitted and let `poll` apply it.
-            if !control.is_empty() {
+            if inbox.has_mail() {
                 *control_pending = true;
                 break;
             }
             let (first, second) = chunk.as_slices();
             for event in first.iter().chain(second) {
-                if event.header().is_scheduled() && !take_scheduled(retries, counters, event, now) {
+                if event.header().is_scheduled()
+                    && !take_scheduled(retries, counters, event, now.get())
+                {
                     continue;
                 }
-                dispatch_one(router, retries, counters, event, now);
+                dispatch_one(router, retries, counters, event, &now);
             }
             chunk.commit_all();
             taken += want;
@@ -374,7 +386,7 @@ impl<const SLOT: usize> Shard<SLOT> {
                 Timed::Scheduled { event } => {
                     if retries.schedule.fire(event.header().id()) {
                         counters.scheduled_fired.incr();
-                        dispatch_one(router, retries, counters, &event, now);
+                        dispatch_one(router, retries, counters, &event, &LazyNow::known(now));
                     } else {
                         counters.scheduled_cancelled.incr();
                     }
@@ -443,7 +455,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             counters.redriven.incr();
             event.set_attempts(0);
             match subscription {
-                None => dispatch_one(router, retries, counters, &event, now),
+                None => dispatch_one(router, retries, counters, &event, &LazyNow::known(now)),
                 Some(id) => {
                     let found =
                         router.deliver_to(id, &event, now, true, |verdict, envelope, member| {
@@ -535,12 +547,9 @@ impl<const SLOT: usize> Shard<SLOT> {
     fn apply_control(&mut self) {
         self.control_pending = false;
         let mut applied = 0u64;
-        while let Ok(msg) = self.control.try_recv() {
-            // `PublisherGone` comes from `Publisher::drop`, outside the bus's `sent` count:
-            // counting it would let `applied` run ahead of the tickets `unsubscribe` waits on.
-            let counted = !matches!(msg, Control::PublisherGone { .. });
+        while let Some(msg) = self.inbox.take() {
             self.apply(msg);
-            applied += u64::from(counted);
+            applied += 1;
         }
         if !self.retiring.is_empty() {
             self.retire_empty_lanes();
@@ -611,17 +620,22 @@ fn dispatch_one<const SLOT: usize>(
     retries: &mut Retries<SLOT>,
     counters: &ShardCounters,
     event: &Event<SLOT>,
-    now: u64,
+    now: &LazyNow<'_>,
 ) {
-    let envelope: Envelope = router.dispatch(event, now, |verdict, envelope, member| {
-        if verdict != Verdict::Returned(Outcome::Done) {
-            retries.settle(event, envelope, verdict, member, now, History::default());
-        }
+    let dispatched = router.dispatch(event, now, |verdict, envelope, member| {
+        retries.settle(
+            event,
+            envelope,
+            verdict,
+            member,
+            now.get(),
+            History::default(),
+        );
     });
-    if envelope.deliveries == 0 {
+    if dispatched.deliveries == 0 {
         counters.unmatched.incr(event.header().priority());
     } else {
-        count_delivery(counters, event, envelope.deliveries);
+        count_delivery(counters, event, dispatched.deliveries);
     }
 }
 

@@ -5,7 +5,8 @@
 use smallvec::SmallVec;
 
 use crate::backoff::RetryPolicy;
-use crate::envelope::Envelope;
+use crate::clock::LazyNow;
+use crate::envelope::{Envelope, ErrorCode};
 use crate::error::PayloadError;
 use crate::event::{Event, Header};
 use crate::names::{AgentId, EventType};
@@ -142,6 +143,11 @@ impl Filter {
             && self.predicate.as_ref().is_none_or(|p| p(h))
     }
 
+    /// Whether the filter says nothing but which types pass.
+    pub(crate) fn is_types_only(&self) -> bool {
+        self.source.is_none() && self.priorities == 0 && self.predicate.is_none()
+    }
+
     /// The types this filter names (empty: all).
     pub fn types(&self) -> &[EventType] {
         &self.types
@@ -197,14 +203,18 @@ impl Subscription {
     }
 }
 
-/// What a handler is given: the event (zero copy, in the ring's slot), its envelope and
-/// the subscription it is delivered to.
+/// What a handler is given: the event (zero copy, in the ring's slot), the subscription
+/// it is delivered to, and what its envelope is made of.
 #[derive(Debug)]
 pub struct Delivery<'a, const SLOT: usize> {
     pub(crate) event: &'a Event<SLOT>,
-    pub(crate) envelope: &'a Envelope,
     pub(crate) subscription: SubscriptionId,
-    pub(crate) now_ns: u64,
+    /// The shard's clock for this drain, read when first asked.
+    pub(crate) now: &'a LazyNow<'a>,
+    /// Deliveries of this event made before this one, in the same dispatch.
+    pub(crate) deliveries: u32,
+    /// The last error code an earlier handler of the same dispatch returned.
+    pub(crate) last_error: Option<ErrorCode>,
 }
 
 impl<'a, const SLOT: usize> Delivery<'a, SLOT> {
@@ -216,17 +226,23 @@ impl<'a, const SLOT: usize> Delivery<'a, SLOT> {
     pub fn header(&self) -> &'a Header {
         self.event.header()
     }
-    /// The envelope (attempts, status, path, deadline).
-    pub fn envelope(&self) -> &'a Envelope {
-        self.envelope
+    /// The envelope as the handler sees it: status `Processing`, this delivery's attempt
+    /// number, the routing path, the deadline. Built on request (the hot path carries
+    /// only what it is made of).
+    pub fn envelope(&self) -> Envelope {
+        let mut envelope = crate::router::Router::envelope_for(self.event, self.now.get());
+        envelope.deliveries = self.deliveries;
+        envelope.last_error = self.last_error;
+        envelope
     }
     /// The subscription this delivery is for.
     pub fn subscription(&self) -> SubscriptionId {
         self.subscription
     }
-    /// The bus clock when the shard took the event (nanoseconds).
+    /// The bus clock when the shard took the event (nanoseconds). Every handler of one
+    /// drain of the rings sees the same value; the clock is read when first asked.
     pub fn now_ns(&self) -> u64 {
-        self.now_ns
+        self.now.get()
     }
     /// The payload, zero copy (see [`Event::payload`]).
     pub fn payload<T>(&self) -> Result<&'a T::Archived, PayloadError>

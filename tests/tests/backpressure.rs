@@ -211,7 +211,7 @@ fn try_publish_is_all_or_nothing_across_shards() {
 }
 
 #[test]
-fn batch_publish_stops_at_the_first_refusal() {
+fn batch_publish_publishes_the_prefix_that_fits_then_refuses() {
     let bus = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
@@ -220,12 +220,14 @@ fn batch_publish_stops_at_the_first_refusal() {
     let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let events: Vec<Event> = (0..10).map(task).collect();
-    let (n, err) = p.try_publish_batch(&events);
-    assert_eq!(n, 8);
-    match err {
-        Some(PublishError::Full(e)) => assert_eq!(e, events[8]),
-        other => panic!("expected Full for the ninth, got {other:?}"),
-    }
+    let receipt = p.try_publish_batch(&events).expect("a prefix fits");
+    assert_eq!(receipt.count, 8, "a short count, like Write::write");
+    // Nothing more fits: now the refusal is the answer, and nothing was written.
+    assert!(matches!(
+        p.try_publish_batch(&events[8..]),
+        Err(PublishError::Full(()))
+    ));
+    assert_eq!(bus.stats().rejected_full, 1);
     assert_eq!(drain_all(&mut shards), 8);
     assert_eq!(
         hits(&log).iter().map(|h| h.correlation).collect::<Vec<_>>(),

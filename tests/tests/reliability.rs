@@ -616,7 +616,7 @@ fn an_unroutable_in_place_publish_keeps_its_correlation_id_in_the_dead_letters()
     let mut r = rig_with(Bus::builder().dead_letter_unroutable(true));
     let agent = r.bus.register_agent("tester").expect("agent");
     let mut p = r.bus.publisher(agent).expect("publisher");
-    let draft = dreamnet_bus::Draft::new(EventType::AGENT_TASK).correlation_id(42);
+    let draft = dreamnet_bus::Draft::new(EventType::AGENT_TASK).with_correlation_id(42);
     let receipt = p.try_publish_with(draft, &7u32).expect("published");
     assert_eq!(receipt.shards, 0);
     let dead = r.dead();

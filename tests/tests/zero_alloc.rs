@@ -79,7 +79,7 @@ fn publish_once(p: &mut Publisher, seq: u64) -> bool {
             Err(e) => panic!("publish {seq}: {e:?}"),
         }
     } else {
-        let draft = Draft::new(ty).priority(prio).correlation_id(seq);
+        let draft = Draft::new(ty).with_priority(prio).with_correlation_id(seq);
         match p.try_publish_with(draft, &reading(seq)) {
             Ok(_) => true,
             Err(PublishError::Full(())) => false,

@@ -1,0 +1,89 @@
+//! A shard's mailbox: the one way to send a shard a control message (new lanes, a dropped
+//! publisher, subscriptions, `Stop`), and the cheap check that lets the shard's poll skip
+//! the channel when nothing was sent.
+//!
+//! Every message gets a *ticket*: its number in the order the shard will take it. Posting
+//! is serialised by a small lock (control plane only, never the publish path), so ticket
+//! order is channel order, whoever posts: the bus under its control-plane lock, or a
+//! publisher being dropped on any thread. The shard counts what it applied in
+//! [`ShardProgress`](crate::progress::ShardProgress), so "applied >= ticket" means "this
+//! message's effects are in place" for every message, with no exception to remember.
+//!
+//! The shard side ([`Inbox`]) reads the posted count with one `Acquire` load of a line that
+//! only the control plane writes: in a steady stream of events that line stays shared in
+//! the shard's cache, so a poll with no mail costs a load that hits.
+//!
+//! Ordering that subscriptions rely on: `post` increments `posted` (`Release`) after the
+//! message is in the channel and before it returns. A publish that starts after
+//! `subscribe` returned commits its ring slot (`Release`) after that; the shard, having
+//! acquired the slot, then loads `posted` and sees the increment, so it applies the
+//! subscription before dispatching the event (see `Shard::drain_level`).
+
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_utils::CachePadded;
+
+use crate::shard::Control;
+use crate::sync::AtomicU64;
+
+/// The sending side, shared by the bus and its publishers.
+pub(crate) struct Mailbox<const SLOT: usize> {
+    /// Held while a message is sent and numbered, so tickets follow channel order.
+    sender: Mutex<Sender<Control<SLOT>>>,
+    /// Messages posted so far; the last message's ticket.
+    posted: CachePadded<AtomicU64>,
+}
+
+/// The receiving side, owned by the shard.
+pub(crate) struct Inbox<const SLOT: usize> {
+    mailbox: Arc<Mailbox<SLOT>>,
+    receiver: Receiver<Control<SLOT>>,
+    /// Messages taken off the channel so far.
+    taken: u64,
+}
+
+impl<const SLOT: usize> Mailbox<SLOT> {
+    /// A mailbox and the shard's inbox for it.
+    pub(crate) fn new() -> (Arc<Self>, Inbox<SLOT>) {
+        let (sender, receiver) = unbounded();
+        let mailbox = Arc::new(Mailbox {
+            sender: Mutex::new(sender),
+            posted: CachePadded::new(AtomicU64::new(0)),
+        });
+        let inbox = Inbox {
+            mailbox: Arc::clone(&mailbox),
+            receiver,
+            taken: 0,
+        };
+        (mailbox, inbox)
+    }
+
+    /// Sends `msg` and returns its ticket. A shard that has stopped (its inbox dropped)
+    /// takes nothing more; its progress says so to whoever waits on the ticket.
+    pub(crate) fn post(&self, msg: Control<SLOT>) -> u64 {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        // Sending on an unbounded channel fails only when the receiver is gone.
+        let _ = sender.send(msg);
+        let ticket = self.posted.load(Acquire) + 1;
+        self.posted.store(ticket, Release);
+        drop(sender);
+        ticket
+    }
+}
+
+impl<const SLOT: usize> Inbox<SLOT> {
+    /// Whether a message may be waiting (one load; false positives are harmless).
+    #[inline]
+    pub(crate) fn has_mail(&self) -> bool {
+        self.mailbox.posted.load(Acquire) != self.taken
+    }
+
+    /// The next message, if one is in the channel.
+    pub(crate) fn take(&mut self) -> Option<Control<SLOT>> {
+        let msg = self.receiver.try_recv().ok()?;
+        self.taken += 1;
+        Some(msg)
+    }
+}
