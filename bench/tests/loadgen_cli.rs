@@ -79,6 +79,12 @@ fn compare_plots_and_json_carry_every_implementation() {
             "{label} missing from the JSON headline: {out}"
         );
     }
+    // Ratios pair each phase of ours with the same phase of the channel bus.
+    assert!(
+        out.contains("\"ratios\":[{\"ours\":0,\"theirs\":2,\"open_loop\":false,")
+            && out.contains("{\"ours\":1,\"theirs\":3,\"open_loop\":true,"),
+        "{out}"
+    );
     let plot = std::fs::read_to_string(&svg).expect("the SVG was written");
     assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(200)]);
     for label in ["dreamnet-bus (workload)", "disruptor (256 B slot)", "99.9%"] {

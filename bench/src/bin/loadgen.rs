@@ -254,7 +254,11 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     }
     if args.json {
         let config = config_json(args, slot, archived);
-        println!("{}", report::json(&config, &headline::json(&lines), &runs));
+        let pairs = compared_pairs(runs.len(), args.compare);
+        println!(
+            "{}",
+            report::json(&config, &headline::json(&lines), &runs, &pairs)
+        );
     } else {
         print_text(&runs, &lines, load, args.compare);
     }
@@ -299,16 +303,22 @@ fn phases<R>(
     Ok((Some(closed), Some(open)))
 }
 
+/// The same-workload comparisons, phase by phase, as (ours, theirs) run indices: with
+/// `--compare` the runs are ours (one per phase) then the channel bus's.
+fn compared_pairs(runs: usize, compare: bool) -> Vec<(usize, usize)> {
+    if !compare || !runs.is_multiple_of(2) {
+        return Vec::new();
+    }
+    let half = runs / 2;
+    (0..half).map(|i| (i, i + half)).collect()
+}
+
 fn print_text(runs: &[RunReport], lines: &[Line], load: Option<f64>, compare: bool) {
     for r in runs {
         println!("\n{}", report::text(r));
     }
-    // Same-workload comparisons, phase by phase: runs are ours then the channel bus's.
-    let half = runs.len() / 2;
-    if compare && runs.len().is_multiple_of(2) {
-        for (ours, theirs) in runs[..half].iter().zip(&runs[half..]) {
-            println!("{}", report::compare_text(ours, theirs));
-        }
+    for (a, b) in compared_pairs(runs.len(), compare) {
+        println!("{}", report::compare_text(&runs[a], &runs[b]));
     }
     println!("{}", headline::text(lines, load));
     if lines.len() > 2 {
