@@ -354,7 +354,7 @@ pub struct Inject {
     pub subscriptions: u32,
 }
 
-/// What a handler does with one delivery, decided by [`Inject::fate`].
+/// What a handler does with one delivery, decided by [`Injector::fate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
     /// Handle it.
