@@ -8,6 +8,8 @@
 //!    into the event and the consumer records `now - stamp`. Both run at the same rate,
 //!    10 % of the lower of the two saturations (so both are far from queueing), paced by
 //!    spinning on the TSC.
+//!    A third row hands the same stamps through one cache line, no bus: the floor the
+//!    machine gives at that moment.
 //! 3. Ping-pong: round trip through two buses (two rings), back to back.
 //!
 //! The pieces, and what each implementation does exactly, are in
@@ -18,7 +20,7 @@ use std::error::Error;
 use std::process::ExitCode;
 
 use dreamnet_bus_bench::latency::oneway::{self, Peer};
-use dreamnet_bus_bench::latency::{pingpong, table, Plan, Summary, Tsc};
+use dreamnet_bus_bench::latency::{floor, pingpong, table, Plan, Summary, Tsc};
 
 fn main() -> ExitCode {
     // `cargo bench` passes `--bench`; a filter argument is accepted and ignored.
@@ -75,6 +77,8 @@ fn run() -> Result<(), Box<dyn Error>> {
         ));
         rows.push(Summary::of(peer.name(), &rec));
     }
+    let (_, rec) = floor::one_way(&tsc, plan.warmup, plan.measure, Some(rate))?;
+    rows.push(Summary::of(floor::NAME, &rec));
     let how = if plan.rate.is_some() {
         "LATENCY_RATE".to_owned()
     } else {

@@ -3,6 +3,8 @@
 //! - [`oneway`]: the producer stamps the raw TSC into the event, the consumer's handler
 //!   records `now - stamp`; producer and consumer pinned to different cores; paced on the
 //!   TSC at a fraction of the saturation measured first in the same run.
+//! - [`floor`]: the same stamps through one cache line between the two cores, no bus: the
+//!   floor the machine gives at that moment, in the same run.
 //! - [`pingpong`]: A publishes, B's handler answers on a second bus (ring), A waits for the
 //!   answer and records the round trip.
 //!
@@ -11,6 +13,7 @@
 //! the table is printed from. The main thread only starts threads and joins them: while
 //! they measure it sleeps in `join`, and nothing prints.
 
+pub mod floor;
 pub mod oneway;
 pub mod pingpong;
 pub mod tsc;
