@@ -87,3 +87,28 @@ pub fn one_way(
     }
     Ok((produced, rec))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stamp_crosses_once_and_the_window_is_recorded() {
+        if super::super::cores().is_err() {
+            eprintln!("skipped: needs two cores to pin to");
+            return;
+        }
+        let tsc = Tsc::new();
+        let (p, rec) = one_way(
+            &tsc,
+            Duration::from_millis(10),
+            Duration::from_millis(30),
+            Some(10_000.0),
+        )
+        .expect("floor run");
+        assert_eq!(rec.seen, p.sent);
+        assert_eq!(rec.hist.len(), p.measured);
+        assert!((299..=301).contains(&p.measured), "{p:?}");
+        assert!(rec.hist.min() > 0 || rec.skewed > 0, "latency is positive");
+    }
+}
