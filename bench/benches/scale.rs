@@ -101,7 +101,7 @@ fn subscriptions(c: &mut Criterion) {
                 Flavor::Broadcast => Subscription::new(Filter::of_type(target)),
                 Flavor::Direct => Subscription::new(Filter::of_type(target)).for_agent(agents[0]),
             };
-            bus.subscribe_with(matching, move |dl| {
+            bus.subscribe(matching, move |dl| {
                 probe.observe(dl.payload::<Task>().map_or(0, |t| t.seq.to_native()));
                 Outcome::Done
             })
@@ -116,7 +116,7 @@ fn subscriptions(c: &mut Criterion) {
                     }
                 };
                 let wrong = Arc::clone(&wrong);
-                bus.subscribe_with(sub, move |_| {
+                bus.subscribe(sub, move |_| {
                     wrong.fetch_add(1, Ordering::Relaxed);
                     Outcome::Done
                 })

@@ -366,9 +366,9 @@ fn subscribe_workload<const SLOT: usize>(
             )
         };
         match spec.routing {
-            Routing::Direct(a) => ids.push(
-                bus.subscribe_with(Subscription::new(filter).for_agent(agents[a]), probe(0))?,
-            ),
+            Routing::Direct(a) => {
+                ids.push(bus.subscribe(Subscription::new(filter).for_agent(agents[a]), probe(0))?)
+            }
             Routing::Broadcast => ids.push(bus.subscribe(filter, probe(0))?),
             Routing::Filtered(pred) => {
                 filter = match pred {

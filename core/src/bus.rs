@@ -14,16 +14,17 @@ use crate::mailbox::Mailbox;
 use crate::names::{AgentId, EventType, MetaKey, Names};
 use crate::outcome::Outcome;
 use crate::priority::Priority;
+use crate::progress::ShardProgress;
 use crate::publisher::{Publisher, MAX_PUBLISHERS};
 use crate::retry::Retries;
 use crate::router::{NewMember, Router};
 use crate::schedule::{Schedule, ScheduleToken};
-use crate::shard::{Control, Redrive, RedriveQueue, Shard, ShardShared};
+use crate::shard::{Control, Redrive, RedriveQueue, Shard, SharedCounters};
 use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
-use crate::subscription::{Balance, Delivery, Filter, GroupId, Subscription, SubscriptionId};
+use crate::subscription::{Balance, Delivery, GroupId, Subscription, SubscriptionId};
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
@@ -55,10 +56,10 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
     /// Control-plane bookkeeping (names, subscriptions, groups), under one lock.
     plane: Mutex<Plane>,
-    /// Each shard's counters and progress through its control messages.
-    shard_states: Vec<Arc<ShardShared>>,
-    /// Poll mode: the shards until `take_shards`.
-    shards: Mutex<Option<Vec<Shard<SLOT>>>>,
+    /// Each shard's counters (for `stats`).
+    shard_counters: Vec<SharedCounters>,
+    /// Each shard's progress through its control messages (for `unsubscribe`).
+    shard_progress: Vec<Arc<ShardProgress>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
 }
@@ -92,13 +93,16 @@ impl<const SLOT: usize> Bus<SLOT> {
         BusBuilder::new()
     }
 
+    /// Builds a bus; returns its shards in poll mode (none in worker mode: the workers
+    /// own them).
     pub(crate) fn from_config(
         config: Config,
         hook: Option<DeadLetterHook<SLOT>>,
-    ) -> Result<Self, BusError> {
+    ) -> Result<(Self, Vec<Shard<SLOT>>), BusError> {
         let n = config.shards;
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
-        let shard_shared: Vec<Arc<ShardShared>> = (0..n).map(|_| Arc::default()).collect();
+        let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
+        let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
         let dead_letters = Arc::new(DeadLetters::new(
             config.dead_letter_capacity,
@@ -128,14 +132,15 @@ impl<const SLOT: usize> Bus<SLOT> {
                     Arc::clone(&dead_letters),
                     Arc::clone(&schedule),
                     i,
-                    Arc::clone(&shard_shared[i]),
+                    Arc::clone(&shard_counters[i]),
                     shared.clock.now_ns(),
                 );
                 Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
                     inbox,
-                    Arc::clone(&shard_shared[i]),
+                    Arc::clone(&shard_counters[i]),
+                    Arc::clone(&shard_progress[i]),
                     shared.clock.clone(),
                     c.starvation_guard,
                     retries,
@@ -149,18 +154,18 @@ impl<const SLOT: usize> Bus<SLOT> {
                 names,
                 ..Plane::default()
             }),
-            shard_states: shard_shared,
-            shards: Mutex::new(None),
+            shard_counters,
+            shard_progress,
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
         };
         match bus.shared.config.mode {
-            RunMode::Poll => {
-                *bus.shards.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(shards)
+            RunMode::Poll => Ok((bus, shards)),
+            RunMode::Workers { pin } => {
+                bus.spawn_workers(shards, pin)?;
+                Ok((bus, Vec::new()))
             }
-            RunMode::Workers { pin } => bus.spawn_workers(shards, pin)?,
         }
-        Ok(bus)
     }
 
     fn spawn_workers(&mut self, shards: Vec<Shard<SLOT>>, pin: bool) -> Result<(), BusError> {
@@ -173,14 +178,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut handles = Vec::new();
         for (i, mut shard) in shards.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let stats = Arc::clone(&self.shard_states[i]);
+            let counters = Arc::clone(&self.shard_counters[i]);
             let handle = std::thread::Builder::new()
                 .name(format!("dreamnet-shard-{i}"))
                 .spawn(move || {
                     if pin {
                         let pinned = core.is_some_and(core_affinity::set_for_current);
                         if !pinned {
-                            stats.counters.pin_failed.incr();
+                            counters.pin_failed.incr();
                         }
                     }
                     run_worker(&mut shard, wait);
@@ -246,6 +251,30 @@ impl<const SLOT: usize> Bus<SLOT> {
 
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
     /// One per producing thread. Allocates its rings (4 per shard) here, not later.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, Outcome, Priority};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let lucid = bus.register_agent("dreamnet-lucid")?;
+    /// bus.subscribe(Filter::any(), |d| {
+    ///     assert_eq!(d.payload::<u32>().map(|v| v.to_native()), Ok(7));
+    ///     Outcome::Done
+    /// })?;
+    /// let mut publisher = bus.publisher(lucid)?;
+    /// // A built event, copied into the ring:
+    /// let event = Event::new(EventType::AGENT_TASK).with_payload(&7u32)?;
+    /// let receipt = publisher.try_publish(event)?;
+    /// assert_eq!(receipt.shards, 1);
+    /// // Or written in place, straight into the ring's slot:
+    /// let draft = Draft::new(EventType::AGENT_TASK).with_priority(Priority::High);
+    /// publisher.try_publish_with(draft, &7u32)?;
+    /// // Or a batch: one claim, one commit, one clock read.
+    /// let sent = publisher.try_publish_batch_with(draft, &[7u32, 7, 7])?;
+    /// assert_eq!(sent.count, 3);
+    /// assert_eq!(shards[0].poll(64), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn publisher(&self, agent: AgentId) -> Result<Publisher<SLOT>, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
@@ -283,25 +312,34 @@ impl<const SLOT: usize> Bus<SLOT> {
         ))
     }
 
-    /// Subscribes `handler` to what `filter` passes (broadcasts; see [`Subscription`] for
-    /// direct routing, shard placement and retry policy). Takes effect while traffic flows:
-    /// events published after this returns reach the handler.
-    pub fn subscribe<F>(&self, filter: Filter, handler: F) -> Result<SubscriptionId, BusError>
-    where
-        F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
-    {
-        self.subscribe_with(Subscription::new(filter), handler)
-    }
-
-    /// Subscribes with full options.
-    pub fn subscribe_with<F>(
+    /// Subscribes `handler` to what `subscription` passes: a [`Filter`](crate::Filter) (broadcasts that
+    /// pass it), or a [`Subscription`] for direct routing to an agent, a chosen shard or a
+    /// retry policy of its own. Takes effect while traffic flows: events published after
+    /// this returns reach the handler.
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, EventType, Filter, Outcome, Subscription};
+    ///
+    /// let bus = Bus::builder().build()?;
+    /// let helper = bus.register_agent("helper")?;
+    /// // Every broadcast of one type:
+    /// bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |_| Outcome::Done)?;
+    /// // Direct events addressed to `helper` (and broadcasts that pass the filter):
+    /// bus.subscribe(Subscription::new(Filter::any()).for_agent(helper), |d| {
+    ///     println!("{} for helper", d.header().id());
+    ///     Outcome::Done
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe<F>(
         &self,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         handler: F,
     ) -> Result<SubscriptionId, BusError>
     where
         F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
     {
+        let subscription = subscription.into();
         if self.is_closed() {
             return Err(BusError::Closed);
         }
@@ -337,13 +375,40 @@ impl<const SLOT: usize> Bus<SLOT> {
     }
 
     /// Creates a load-balanced group: each event that passes the subscription's filter
-    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`].
+    /// goes to exactly one member, chosen by `balance`. Members join with [`Bus::join`];
+    /// a member leaves with [`Bus::unsubscribe`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Balance, Bus, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let workers = bus.group("workers", Filter::of_type(EventType::AGENT_TASK), Balance::RoundRobin)?;
+    /// let counts: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::default()).collect();
+    /// for count in &counts {
+    ///     let count = Arc::clone(count);
+    ///     bus.join(workers, move |_| {
+    ///         count.fetch_add(1, Ordering::Relaxed);
+    ///         Outcome::Done
+    ///     })?;
+    /// }
+    /// let mut publisher = bus.publisher(bus.register_agent("boss")?)?;
+    /// for _ in 0..4 {
+    ///     publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// }
+    /// shards[0].poll(64);
+    /// // Each event went to exactly one member, in turn.
+    /// assert_eq!(counts.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>(), [2, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn group(
         &self,
         name: &str,
-        subscription: Subscription,
+        subscription: impl Into<Subscription>,
         balance: Balance,
     ) -> Result<GroupId, BusError> {
+        let subscription = subscription.into();
         crate::names::validate_name(name)?;
         if self.is_closed() {
             return Err(BusError::Closed);
@@ -426,7 +491,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             .worker_threads
             .get(shard)
             .is_some_and(|t| *t == std::thread::current().id());
-        let progress = &self.shard_states[shard].progress;
+        let progress = &self.shard_progress[shard];
         if matches!(self.shared.config.mode, RunMode::Workers { .. }) && !on_own_worker {
             // A stopped shard applies nothing more: `wait_for` returns at once then.
             let mut waiter = Waiter::new(self.shared.config.wait);
@@ -443,39 +508,16 @@ impl<const SLOT: usize> Bus<SLOT> {
             .map(|r| r.counters.snapshot())
     }
 
-    /// Poll mode: takes the shards, to run with [`Shard::poll`] in your own loop. Once.
-    pub fn take_shards(&self) -> Result<Vec<Shard<SLOT>>, BusError> {
-        if !matches!(self.shared.config.mode, RunMode::Poll) {
-            return Err(BusError::ShardsUnavailable("the bus runs its own workers"));
-        }
-        self.shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(BusError::ShardsUnavailable("already taken"))
-    }
-
     /// Stops intake, drains what was accepted, and (worker mode) joins the workers.
     ///
     /// After `close` starts, publishes return `Closed` with the event. Every event accepted
     /// before is delivered: worker mode drains before `close` returns; in poll mode the
-    /// shards not yet taken are drained here, and taken shards drain on your next polls
-    /// (`Shard::drain`). Called from a handler (on a worker), it stops intake and returns
-    /// without waiting. Idempotent.
+    /// shards drain on your next polls (`Shard::drain`). Called from a handler (on a
+    /// worker), it stops intake and returns without waiting. Idempotent.
     pub fn close(&self) {
         self.shared.intake.close();
         for mailbox in &self.shared.mailboxes {
             mailbox.post(Control::Stop);
-        }
-        if let Some(shards) = self
-            .shards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            for shard in shards {
-                shard.drain();
-            }
         }
         if self.worker_threads.contains(&std::thread::current().id()) {
             // Called from a handler: a worker cannot join itself. The workers drain and
@@ -504,6 +546,30 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// without a subscription (`NoSubscriber`, shutdown of a scheduled event) are routed
     /// like new events. Letters whose subscription is gone stay where they are. Returns
     /// how many were sent; they are delivered at the shards' next polls.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use dreamnet_bus::{Bus, DeadReason, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().build_polled()?;
+    /// let healthy = Arc::new(AtomicBool::new(false));
+    /// let h = Arc::clone(&healthy);
+    /// bus.subscribe(Filter::any(), move |_| {
+    ///     if h.load(Ordering::Relaxed) { Outcome::Done } else { Outcome::fail(500) }
+    /// })?;
+    /// let mut publisher = bus.publisher(bus.register_agent("a")?)?;
+    /// publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// shards[0].poll(64);
+    /// assert_eq!(bus.dead_letters().len(), 1);
+    /// // The downstream is back: send the failed letters back to their subscription.
+    /// healthy.store(true, Ordering::Relaxed);
+    /// let sent = bus.redrive(16, |l| matches!(l.reason, DeadReason::Failed { .. }))?;
+    /// assert_eq!(sent, 1);
+    /// assert_eq!(shards[0].poll(64), 1);
+    /// assert!(bus.dead_letters().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn redrive(
         &self,
         max: usize,
@@ -607,8 +673,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         let plane = self.plane();
         let n = self.shared.config.shards;
         let mut stats = BusStats::default();
-        for (s, shard) in self.shard_states.iter().enumerate() {
-            let c = &shard.counters;
+        for (s, c) in self.shard_counters.iter().enumerate() {
             let mut st = ShardStats {
                 dispatched: c.dispatched.snapshot(),
                 delivered: c.delivered.snapshot(),

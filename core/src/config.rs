@@ -10,10 +10,12 @@ use crate::dead_letters::{DeadLetter, DeadLetterHook, FullPolicy};
 use crate::error::{BusError, ConfigError};
 use crate::event::DEFAULT_SLOT;
 use crate::priority::Priority;
+use crate::shard::Shard;
 use crate::targets::MAX_SHARDS;
 use crate::wait::WaitStrategy;
 
-/// How shards run.
+/// How a bus's shards run: chosen by the build call ([`BusBuilder::build`] or
+/// [`BusBuilder::build_polled`]), reported in [`Config::mode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunMode {
     /// The bus runs one worker thread per shard; `pin` pins worker `i` to a core (a
@@ -22,13 +24,14 @@ pub enum RunMode {
         /// Pin workers to cores with `core_affinity`.
         pin: bool,
     },
-    /// No thread of ours: take the shards with `Bus::take_shards` and call `poll` in your
-    /// own loop.
+    /// No thread of ours: the shards were returned by `build_polled`, and you call
+    /// `poll` in your own loop.
     Poll,
 }
 
 /// The checked configuration of a bus.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Number of shards, `1..=64`.
     pub shards: usize,
@@ -81,8 +84,9 @@ impl Default for Config {
 /// Builds a [`Bus`]. `SLOT` is the event slot size in bytes (see [`crate::Event`]).
 ///
 /// ```
-/// use dreamnet_bus::{Bus, RunMode};
-/// let bus = Bus::builder().shards(2).mode(RunMode::Poll).build()?;
+/// use dreamnet_bus::Bus;
+/// // Two shards, each on a worker thread of its own, pinned to a core:
+/// let bus = Bus::builder().shards(2).pinned(true).build()?;
 /// # drop(bus);
 /// # Ok::<(), dreamnet_bus::BusError>(())
 /// ```
@@ -146,15 +150,12 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
         self
     }
 
-    /// Worker threads (default, unpinned) or the caller's own loop.
-    pub fn mode(mut self, mode: RunMode) -> Self {
-        self.config.mode = mode;
+    /// Pins worker `i` to core `i` (default: unpinned). A failure to pin is reported in
+    /// the shard's stats, and the worker runs unpinned. No effect on
+    /// [`build_polled`](Self::build_polled), where the shards run on your threads.
+    pub fn pinned(mut self, pin: bool) -> Self {
+        self.config.mode = RunMode::Workers { pin };
         self
-    }
-
-    /// Shorthand for `mode(RunMode::Workers { pin })`.
-    pub fn pinned(self, pin: bool) -> Self {
-        self.mode(RunMode::Workers { pin })
     }
 
     /// Reads time from `clock` instead of the real clock.
@@ -265,9 +266,36 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
         Ok(c.clone())
     }
 
-    /// Builds the bus (and, in worker mode, starts its workers).
+    /// Builds the bus and starts one worker thread per shard.
     pub fn build(self) -> Result<Bus<SLOT>, BusError> {
-        let config = self.config()?;
+        let mut config = self.config()?;
+        if config.mode == RunMode::Poll {
+            config.mode = RunMode::Workers { pin: false };
+        }
+        let (bus, shards) = Bus::from_config(config, self.hook)?;
+        debug_assert!(shards.is_empty(), "workers own their shards");
+        Ok(bus)
+    }
+
+    /// Builds the bus with no thread of its own: the shards come back with it, to run
+    /// with [`Shard::poll`](crate::Shard::poll) in your own loop (move each to the thread
+    /// that polls it).
+    ///
+    /// ```
+    /// use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome};
+    ///
+    /// let (bus, mut shards) = Bus::builder().shards(2).build_polled()?;
+    /// assert_eq!(shards.len(), 2);
+    /// bus.subscribe(Filter::any(), |_| Outcome::Done)?;
+    /// let mut publisher = bus.publisher(bus.register_agent("me")?)?;
+    /// publisher.try_publish(Event::new(EventType::AGENT_TASK))?;
+    /// let handled: usize = shards.iter_mut().map(|s| s.poll(64)).sum();
+    /// assert_eq!(handled, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build_polled(self) -> Result<(Bus<SLOT>, Vec<Shard<SLOT>>), BusError> {
+        let mut config = self.config()?;
+        config.mode = RunMode::Poll;
         Bus::from_config(config, self.hook)
     }
 }

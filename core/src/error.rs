@@ -7,6 +7,7 @@ use crate::subscription::SubscriptionId;
 
 /// A name (agent, event type, metadata key, group) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name was empty.
     #[error("name is empty")]
@@ -37,6 +38,7 @@ pub enum NameError {
 
 /// A payload could not be written into, or read from, an event slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum PayloadError {
     /// The archived payload does not fit the slot's payload area. Nothing was truncated.
     #[error("payload needs {needed} bytes but the slot holds {capacity}")]
@@ -62,6 +64,7 @@ pub enum PayloadError {
 
 /// Bytes presented as an event slot (from a journal, a bridge, a fuzzer) were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The byte count is not the slot size.
     #[error("an event slot is {expected} bytes; got {len}")]
@@ -101,6 +104,7 @@ pub enum DecodeError {
 /// A publish was refused. The event (or, for in-place publishes, `()`) is handed back so
 /// nothing is lost: the caller decides whether to retry, drop or log it.
 #[derive(Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum PublishError<T> {
     /// A ring the event must enter is full (backpressure). Drain, then try again.
     #[error("ring full")]
@@ -153,6 +157,7 @@ impl<T> PublishError<T> {
 
 /// A configuration passed to a builder was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A count that must be at least one was zero.
     #[error("{what} must be at least 1")]
@@ -185,6 +190,7 @@ pub enum ConfigError {
 
 /// A control-plane call (subscribe, unsubscribe, register, ...) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum BusError {
     /// The configuration was refused.
     #[error(transparent)]
@@ -212,9 +218,6 @@ pub enum BusError {
     /// The bus is closed.
     #[error("bus closed")]
     Closed,
-    /// The shards were already taken by `take_shards`, or the bus runs its own workers.
-    #[error("shards are not available: {0}")]
-    ShardsUnavailable(&'static str),
     /// A load-balanced group of that name exists already.
     #[error("group {0:?} already exists")]
     GroupExists(String),
@@ -228,12 +231,19 @@ pub enum BusError {
         max: usize,
     },
     /// A metadata table in the event header is full.
-    #[error("an event holds at most {max} metadata entries")]
-    MetadataFull {
-        /// The limit.
-        max: usize,
-    },
     /// A worker thread could not be spawned.
     #[error("could not spawn shard worker: {0}")]
     Spawn(String),
+}
+
+/// An event's inline metadata is full: the entry is handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("an event holds at most {max} metadata entries; no room for key {key:?}")]
+pub struct MetadataFull {
+    /// The key that did not fit.
+    pub key: crate::names::MetaKey,
+    /// Its value.
+    pub value: u64,
+    /// How many entries an event holds.
+    pub max: usize,
 }

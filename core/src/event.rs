@@ -30,7 +30,7 @@ use rkyv::ser::writer::{Buffer, Positional};
 use rkyv::ser::Writer;
 use rkyv::{Archive, Serialize};
 
-use crate::error::{BusError, DecodeError, PayloadError};
+use crate::error::{DecodeError, MetadataFull, PayloadError};
 use crate::names::{AgentId, EventType, MetaKey};
 use crate::priority::Priority;
 
@@ -260,7 +260,7 @@ impl<const SLOT: usize> Event<SLOT> {
     }
 
     /// Adds or replaces a metadata entry (see [`Event::set_metadata`]).
-    pub fn with_metadata(mut self, key: MetaKey, value: u64) -> Result<Self, BusError> {
+    pub fn with_metadata(mut self, key: MetaKey, value: u64) -> Result<Self, MetadataFull> {
         self.set_metadata(key, value)?;
         Ok(self)
     }
@@ -281,7 +281,7 @@ impl<const SLOT: usize> Event<SLOT> {
     }
 
     /// Adds or replaces a metadata entry. At most [`META_ENTRIES`] distinct keys.
-    pub fn set_metadata(&mut self, key: MetaKey, value: u64) -> Result<(), BusError> {
+    pub fn set_metadata(&mut self, key: MetaKey, value: u64) -> Result<(), MetadataFull> {
         let h = self.header_mut();
         let n = usize::from(h.meta_len).min(META_ENTRIES);
         if let Some(i) = h.meta_keys[..n].iter().position(|k| *k == key.0) {
@@ -289,7 +289,11 @@ impl<const SLOT: usize> Event<SLOT> {
             return Ok(());
         }
         if n == META_ENTRIES {
-            return Err(BusError::MetadataFull { max: META_ENTRIES });
+            return Err(MetadataFull {
+                key,
+                value,
+                max: META_ENTRIES,
+            });
         }
         h.meta_keys[n] = key.0;
         h.meta_values[n] = value;
@@ -656,7 +660,11 @@ mod tests {
         assert_eq!(e.header().metadata(MetaKey(1)), Some(99));
         assert_eq!(
             e.set_metadata(MetaKey(7), 1),
-            Err(BusError::MetadataFull { max: 3 })
+            Err(MetadataFull {
+                key: MetaKey(7),
+                value: 1,
+                max: 3
+            })
         );
         assert_eq!(e.header().metadata_entries().count(), 3);
     }

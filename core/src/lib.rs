@@ -5,20 +5,37 @@
 //! subscriptions. Payloads are rkyv archives written into the slot and read with zero copy.
 //!
 //! ```text
-//!  Publisher (one per producing thread, bound to its agent id)       publisher.rs
-//!    | try_publish / publish: check ids, stamp id/source/timestamp,
-//!    | find target shards (targets.rs), write the slot (event.rs)
+//!  Bus::builder() -> BusBuilder -> Config (checked)                     config.rs
+//!  Bus: names, subscriptions, groups (control plane, one lock)         bus.rs, names.rs
+//!    | register_agent / register_event_type: names -> small ids        names.rs
+//!    | subscribe / unsubscribe: posted to a shard's mailbox (tickets)  mailbox.rs, progress.rs
+//!    |   and the shard target masks updated (which shards an event     targets.rs
+//!    |   must reach, readable without a lock)
 //!    v
-//!  per-priority SPSC rings [critical][high][normal][low] per shard   lanes.rs
-//!    | a Shard (a worker thread, pinned or not, or your own poll())  shard.rs
-//!    | drains critical first, with a starvation guard
+//!  Publisher (one per producing thread, bound to its agent)            publisher.rs
+//!    | intake gate (close never loses an accepted publish;             intake.rs, barrier.rs
+//!    |   asymmetric fence: the closer pays)
+//!    | check ids, read the target mask, claim a chunk on each ring,    shared.rs
+//!    | write the slot in place or copy it (header + rkyv payload),     event.rs
+//!    | stamp id / source / time; scheduled events are registered       schedule.rs
 //!    v
-//!  Router: direct / broadcast / filtered / load-balanced             router.rs
-//!    -> handler(&Delivery) -> Outcome                                subscription.rs, outcome.rs
-//!    |  Done      | Retry: timer wheel, backoff   | Fail, exhausted:
-//!    |            | (timer_wheel.rs, backoff.rs)  | dead letters (dead_letters.rs)
+//!  lanes: one SPSC ring per (publisher, shard, priority)                lanes.rs, priority.rs
+//!    |
+//!  Shard (a worker thread, pinned or not, or your own poll() loop)      shard.rs
+//!    | 1. control messages (only when the mailbox says so)
+//!    | 2. due timer-wheel entries: retries, scheduled events            timer_wheel.rs, retry.rs
+//!    | 3. redriven dead letters
+//!    | 4. the rings: critical first, starvation guard, chunks
 //!    v
-//!  stats (stats.rs): per shard, per publisher, per subscription
+//!  Router: direct / broadcast / filtered / load-balanced groups         router.rs, subscription.rs
+//!    -> handler(&Delivery) -> Outcome (the envelope on request)         outcome.rs, envelope.rs
+//!    |  Done | Retry: backoff on the timer wheel | Fail, exhausted,     backoff.rs, retry.rs
+//!    |       |                                    | panicked, expired:
+//!    |       |                                    | dead letters        dead_letters.rs
+//!    v
+//!  stats: snapshots per bus, shard, publisher, subscription            stats.rs
+//!  time: the bus clock (TSC), read lazily by shards                     clock.rs
+//!  waiting: spin / yield / park, chosen once                            wait.rs
 //! ```
 //!
 //! ## The contract
@@ -39,18 +56,18 @@
 //! ## Example
 //!
 //! ```
-//! use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, RunMode};
+//! use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority};
 //!
 //! #[derive(rkyv::Archive, rkyv::Serialize)]
 //! struct Task { id: u32 }
 //!
-//! let bus = Bus::builder().mode(RunMode::Poll).build()?;
+//! // Poll mode: the shards run in your loop. `build()` runs them on worker threads.
+//! let (bus, mut shards) = Bus::builder().build_polled()?;
 //! let lucid = bus.register_agent("dreamnet-lucid")?;
 //! bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |d| {
 //!     assert_eq!(d.payload::<Task>().map(|t| t.id.to_native()), Ok(7));
 //!     Outcome::Done
 //! })?;
-//! let mut shards = bus.take_shards()?;
 //! let mut publisher = bus.publisher(lucid)?;
 //! let event = Event::new(EventType::AGENT_TASK)
 //!     .with_priority(Priority::High)
@@ -60,13 +77,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod backoff;
+// Modules in the order data flows through them (see the picture above).
+mod backoff;
 mod barrier;
 mod bus;
 mod clock;
 mod config;
+/// The dead-letter ring itself is public for the `dead_letters` fuzz target only: no
+/// semver promise (the bus's dead-letter API is re-exported at the crate root).
+#[doc(hidden)]
 pub mod dead_letters;
 mod envelope;
 mod error;
@@ -88,6 +110,8 @@ mod stats;
 mod subscription;
 mod sync;
 mod targets;
+/// Public for the `timer_wheel` fuzz target only: no semver promise.
+#[doc(hidden)]
 pub mod timer_wheel;
 mod wait;
 
@@ -97,21 +121,20 @@ pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
 pub use envelope::{Envelope, ErrorCode, Status, MAX_PATH};
-pub use error::{BusError, ConfigError, DecodeError, NameError, PayloadError, PublishError};
+pub use error::{
+    BusError, ConfigError, DecodeError, MetadataFull, NameError, PayloadError, PublishError,
+};
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
 pub use priority::Priority;
-pub use publisher::{Draft, Publisher, Receipt, MAX_PUBLISHERS};
+pub use publisher::{BatchReceipt, Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
 pub use schedule::ScheduleToken;
 pub use shard::Shard;
-pub use stats::{
-    BusStats, Counter, PerPriority, PublisherCounters, PublisherShardCounters, ShardStats,
-    SubscriptionStats,
-};
+pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
 pub use subscription::{
     Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
 };

@@ -87,3 +87,41 @@ impl<const SLOT: usize> Inbox<SLOT> {
         Some(msg)
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::shard::Control;
+    use loom::sync::atomic::AtomicU64 as LoomU64;
+    use std::sync::atomic::Ordering::{Acquire, Release};
+
+    /// What a subscription relies on: a shard that acquired an event published after
+    /// `post` returned sees the mail and can take the message, so it applies the
+    /// subscription before dispatching that event. The ring's Release/Acquire pair carries
+    /// the `posted` count (stored before `post` returns) to the shard; the message itself
+    /// travels through the channel, whose send happened before.
+    #[test]
+    fn an_event_published_after_a_post_finds_the_mail() {
+        loom::model(|| {
+            let (mailbox, mut inbox) = Mailbox::<256>::new();
+            let ring = std::sync::Arc::new(LoomU64::new(0));
+            let subscriber = {
+                let ring = std::sync::Arc::clone(&ring);
+                loom::thread::spawn(move || {
+                    mailbox.post(Control::Stop);
+                    // The publish that follows `subscribe`: a ring commit.
+                    ring.store(1, Release);
+                })
+            };
+            if ring.load(Acquire) == 1 {
+                assert!(inbox.has_mail(), "the event is visible but the mail is not");
+                assert!(
+                    inbox.take().is_some(),
+                    "the mail is seen but not in the channel"
+                );
+                assert!(!inbox.has_mail());
+            }
+            subscriber.join().unwrap();
+        });
+    }
+}

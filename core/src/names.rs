@@ -16,7 +16,7 @@ pub const MAX_AGENTS: usize = 1 << 16;
 /// How many event types one bus can intern, built-ins included (ids are `0..MAX_EVENT_TYPES`).
 pub const MAX_EVENT_TYPES: usize = 1024;
 /// How many metadata keys one bus can intern.
-pub const MAX_META_KEYS: usize = 1024;
+pub(crate) const MAX_META_KEYS: usize = 1024;
 
 /// An interned agent name (`"dreamnet-lucid"`), valid on the bus that interned it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,7 +83,7 @@ impl MetaKey {
 }
 
 /// Checks a name: 1 to [`MAX_NAME_LEN`] bytes of ASCII letters, digits and `. - _ : /`.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
@@ -139,7 +139,7 @@ impl Table {
 /// The interning tables of one bus. Control plane only: guarded by a lock in the bus, read
 /// on the hot path only through the lock-free counts the bus keeps beside it.
 #[derive(Debug)]
-pub struct Names {
+pub(crate) struct Names {
     agents: Table,
     types: Table,
     meta_keys: Table,
@@ -153,7 +153,7 @@ impl Default for Names {
 
 impl Names {
     /// Tables holding the built-in event types and nothing else.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut types = Table::default();
         for (ty, name) in EventType::BUILT_IN {
             let id = types.intern(name, MAX_EVENT_TYPES);
@@ -167,51 +167,51 @@ impl Names {
     }
 
     /// Interns an agent name.
-    pub fn intern_agent(&mut self, name: &str) -> Result<AgentId, NameError> {
+    pub(crate) fn intern_agent(&mut self, name: &str) -> Result<AgentId, NameError> {
         self.agents.intern(name, MAX_AGENTS).map(AgentId)
     }
 
     /// Interns a custom event type name (built-in names return the built-in type).
-    pub fn intern_event_type(&mut self, name: &str) -> Result<EventType, NameError> {
+    pub(crate) fn intern_event_type(&mut self, name: &str) -> Result<EventType, NameError> {
         self.types
             .intern(name, MAX_EVENT_TYPES)
             .map(|id| EventType(id as u16))
     }
 
     /// Interns a metadata key name.
-    pub fn intern_meta_key(&mut self, name: &str) -> Result<MetaKey, NameError> {
+    pub(crate) fn intern_meta_key(&mut self, name: &str) -> Result<MetaKey, NameError> {
         self.meta_keys
             .intern(name, MAX_META_KEYS)
             .map(|id| MetaKey(id as u16))
     }
 
     /// The id of an agent interned before, if any.
-    pub fn agent(&self, name: &str) -> Option<AgentId> {
+    pub(crate) fn agent(&self, name: &str) -> Option<AgentId> {
         self.agents.get(name).map(AgentId)
     }
 
     /// The type interned under `name`, if any.
-    pub fn event_type(&self, name: &str) -> Option<EventType> {
+    pub(crate) fn event_type(&self, name: &str) -> Option<EventType> {
         self.types.get(name).map(|id| EventType(id as u16))
     }
 
     /// The name of an agent id.
-    pub fn agent_name(&self, id: AgentId) -> Option<&str> {
+    pub(crate) fn agent_name(&self, id: AgentId) -> Option<&str> {
         self.agents.name(id.0)
     }
 
     /// The name of an event type.
-    pub fn event_type_name(&self, ty: EventType) -> Option<&str> {
+    pub(crate) fn event_type_name(&self, ty: EventType) -> Option<&str> {
         self.types.name(u32::from(ty.0))
     }
 
     /// How many agents are interned (valid ids are below this).
-    pub fn agent_count(&self) -> u32 {
+    pub(crate) fn agent_count(&self) -> u32 {
         self.agents.names.len() as u32
     }
 
     /// How many event types are interned (valid ids are below this).
-    pub fn event_type_count(&self) -> u32 {
+    pub(crate) fn event_type_count(&self) -> u32 {
         self.types.names.len() as u32
     }
 }

@@ -2,16 +2,17 @@
 //! what a worker-mode `unsubscribe` waits on so that no event reaches a handler after
 //! `unsubscribe` returned.
 //!
-//! The bus numbers the control messages it sends to each shard (under its control-plane
-//! lock); the `n`-th message's number is its *ticket*. The shard applies messages in order
+//! Each shard's mailbox (`mailbox.rs`) numbers every control message posted to it, under
+//! its own lock, in channel order; the `n`-th message's number is its *ticket*. The
+//! shard applies messages in order
 //! and then publishes how many it applied with a `Release` add; a waiter that reads a
 //! count of at least its ticket with `Acquire` sees every effect of applying the message
 //! (the handler removed from the router). A shard that stopped will apply nothing more, so
 //! the waiter gives up on it rather than wait forever.
 //!
-//! Only messages the bus numbered may be counted here: counting another (a dropped
-//! publisher's notice) would let the count run ahead of the tickets, and a waiter return
-//! before its own message was applied.
+//! Every message is numbered, a dropped publisher's notice included, so the count of
+//! applied messages never runs ahead of the tickets (before the mailbox, a notice sent
+//! outside the numbering let a waiter return before its own message was applied).
 
 use core::sync::atomic::Ordering;
 

@@ -29,7 +29,7 @@ use crate::priority::Priority;
 use crate::schedule::ScheduleToken;
 use crate::shard::Control;
 use crate::shared::Shared;
-use crate::stats::PublisherCounters;
+use crate::stats::{PublisherCounters, PublisherStats};
 use crate::wait::Waiter;
 
 /// Bits of an event id taken by the per-publisher sequence; the publisher index sits above.
@@ -198,9 +198,9 @@ impl<const SLOT: usize> Publisher<SLOT> {
         self.agent
     }
 
-    /// This publisher's counters.
-    pub fn counters(&self) -> &PublisherCounters {
-        &self.counters
+    /// A snapshot of this publisher's counts.
+    pub fn stats(&self) -> PublisherStats {
+        self.counters.snapshot()
     }
 
     /// Free slots in the ring to `shard` at `priority` (what a `try_publish` can still
@@ -235,6 +235,24 @@ impl<const SLOT: usize> Publisher<SLOT> {
     }
 
     /// Schedules `event` for delivery `delay` from now (see [`Publisher::try_publish_at`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dreamnet_bus::{Bus, Event, EventType, Filter, ManualClock, Outcome};
+    ///
+    /// let clock = ManualClock::new();
+    /// let (bus, mut shards) = Bus::builder().manual_clock(clock.clone()).build_polled()?;
+    /// bus.subscribe(Filter::any(), |_| Outcome::Done)?;
+    /// let mut publisher = bus.publisher(bus.register_agent("a")?)?;
+    /// let (_, token) =
+    ///     publisher.try_publish_after(Event::new(EventType::AGENT_TASK), Duration::from_millis(5))?;
+    /// shards[0].poll(64); // takes it off the ring: it waits on the shard's timer wheel
+    /// assert_eq!(shards[0].pending_timers(), 1);
+    /// clock.advance(Duration::from_millis(5));
+    /// assert_eq!(shards[0].poll(64), 1, "due: delivered");
+    /// assert!(!bus.cancel_scheduled(token), "it fired");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_publish_after(
         &mut self,
         event: Event<SLOT>,

@@ -26,7 +26,7 @@ use crate::event::Event;
 use crate::outcome::Outcome;
 use crate::router::{MemberRef, Router, Verdict};
 use crate::schedule::Schedule;
-use crate::shard::ShardShared;
+use crate::shard::SharedCounters;
 use crate::subscription::SubscriptionId;
 use crate::timer_wheel::{InsertError, TimerWheel};
 
@@ -61,7 +61,7 @@ pub(crate) struct Retries<const SLOT: usize> {
     pub(crate) schedule: Arc<Schedule>,
     shard: usize,
     /// The shard's counters (this struct lives on the shard's thread: single writer).
-    shared: Arc<ShardShared>,
+    counters: SharedCounters,
 }
 
 impl<const SLOT: usize> Retries<SLOT> {
@@ -70,7 +70,7 @@ impl<const SLOT: usize> Retries<SLOT> {
         dead_letters: Arc<DeadLetters<SLOT>>,
         schedule: Arc<Schedule>,
         shard: usize,
-        shared: Arc<ShardShared>,
+        counters: SharedCounters,
         now_ns: u64,
     ) -> Self {
         let (capacity, tick, seed) = (config.timer_capacity, config.tick, config.seed);
@@ -85,7 +85,7 @@ impl<const SLOT: usize> Retries<SLOT> {
             dead_letters,
             schedule,
             shard,
-            shared,
+            counters,
         }
     }
 
@@ -107,10 +107,7 @@ impl<const SLOT: usize> Retries<SLOT> {
     /// the event that caused it as dispatched, so `Bus::wait_idle` never sees an event
     /// dispatched and its retry not yet pending.
     pub(crate) fn note_pending(&self) {
-        self.shared
-            .counters
-            .timers_pending
-            .set(self.wheel.len() as u64);
+        self.counters.timers_pending.set(self.wheel.len() as u64);
     }
 
     /// Waits `event` on the wheel until `at_ns` as a scheduled event. `Err` gives it back
@@ -139,7 +136,7 @@ impl<const SLOT: usize> Retries<SLOT> {
         now_ns: u64,
         history: History,
     ) {
-        let counters = &self.shared.counters;
+        let counters = &self.counters;
         let attempts = envelope.attempts;
         let first_attempt_ns = history.first_attempt_ns.unwrap_or(now_ns);
         let letter = |reason| Letter {
@@ -218,7 +215,7 @@ impl<const SLOT: usize> Retries<SLOT> {
         letter: Letter,
         now_ns: u64,
     ) {
-        let counters = &self.shared.counters;
+        let counters = &self.counters;
         counters.dead_lettered.incr();
         counters.dead_by_reason[letter.reason.index()].incr();
         let mut envelope = envelope.clone();

@@ -11,12 +11,17 @@
 //! are dispatched straight from the ring's memory: a handler's `&Event` points into the
 //! ring, and the slot is released after the batch.
 //!
-//! Control messages (new lanes, subscriptions, unsubscriptions) arrive on a channel and are
-//! applied at the start of every `poll`, before any event of that poll is dispatched.
+//! Control messages (new lanes, subscriptions, unsubscriptions) arrive through the
+//! shard's mailbox and are applied at the start of a `poll` when the mailbox says one was
+//! posted (one load otherwise), and again in the middle of a drain if a chunk of events
+//! may have been published after a message now waiting: so a subscription applies before
+//! any event published after `subscribe` returned.
 //!
 //! Each poll, in order: control messages; due timer-wheel entries (retries and scheduled
-//! events, at most `MAX_FIRED_PER_POLL`); redriven dead letters; then the rings. The wheel
-//! is advanced by this shard's clock: no thread of its own.
+//! events, at most `MAX_FIRED_PER_POLL`) when the wheel is not empty; redriven dead
+//! letters when the queue is not empty; then the rings. The wheel is advanced by this
+//! shard's clock: no thread of its own. The clock is read only when something needs the
+//! time (a deadline, a retry, a scheduled event, a handler asking).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,13 +88,9 @@ pub(crate) enum Control<const SLOT: usize> {
     Stop,
 }
 
-/// What a shard shares with the bus: its counters, and its progress through the control
-/// messages (what `unsubscribe` waits on).
-#[derive(Debug, Default)]
-pub(crate) struct ShardShared {
-    pub(crate) counters: CachePadded<ShardCounters>,
-    pub(crate) progress: ShardProgress,
-}
+/// A shard's counters: written by its thread only, read by `Bus::stats`, on lines of
+/// their own. The retry path gets a handle to these and nothing else of the shard.
+pub(crate) type SharedCounters = Arc<CachePadded<ShardCounters>>;
 
 /// One shard. `Send`: move it to the thread that will poll it.
 pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
@@ -103,7 +104,9 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     router: Router<SLOT>,
     groups: HashMap<GroupId, RouteKey>,
     inbox: Inbox<SLOT>,
-    shared: Arc<ShardShared>,
+    counters: SharedCounters,
+    /// How far this shard got through its control messages (what `unsubscribe` waits on).
+    progress: Arc<ShardProgress>,
     clock: Clock,
     /// The starvation guard: see the module doc. At least 1.
     guard: u32,
@@ -135,7 +138,8 @@ impl<const SLOT: usize> Shard<SLOT> {
         index: usize,
         router: Router<SLOT>,
         inbox: Inbox<SLOT>,
-        shared: Arc<ShardShared>,
+        counters: SharedCounters,
+        progress: Arc<ShardProgress>,
         clock: Clock,
         guard: u32,
         retries: Retries<SLOT>,
@@ -149,7 +153,8 @@ impl<const SLOT: usize> Shard<SLOT> {
             router,
             groups: HashMap::new(),
             inbox,
-            shared,
+            counters,
+            progress,
             clock,
             guard: guard.max(1),
             starved_for: [0; Priority::COUNT],
@@ -247,7 +252,7 @@ impl<const SLOT: usize> Shard<SLOT> {
 
     /// Tells the bus this shard has drained and stopped.
     pub(crate) fn mark_stopped(&self) {
-        self.shared.progress.mark_stopped();
+        self.progress.mark_stopped();
     }
 
     /// Whether the bus asked this shard to stop (worker mode).
@@ -315,7 +320,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             lanes,
             cursors,
             router,
-            shared,
+            counters,
             retries,
             inbox,
             control_pending,
@@ -325,7 +330,7 @@ impl<const SLOT: usize> Shard<SLOT> {
         let now = LazyNow::new(clock);
         let lanes = &mut lanes[level];
         let priority = Priority::ALL[level];
-        let counters = &shared.counters;
+        let counters = &**counters;
         let n = lanes.len();
         let mut taken = 0;
         for k in 0..n {
@@ -376,11 +381,11 @@ impl<const SLOT: usize> Shard<SLOT> {
         let n = fired.len();
         let Shard {
             router,
-            shared,
+            counters,
             retries,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         for entry in fired.drain(..) {
             match entry {
                 Timed::Scheduled { event } => {
@@ -436,12 +441,12 @@ impl<const SLOT: usize> Shard<SLOT> {
     fn run_redrives(&mut self, now: u64, max: usize) -> usize {
         let Shard {
             router,
-            shared,
+            counters,
             retries,
             redrives,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         let mut n = 0;
         while n < max {
             let Some(Redrive {
@@ -492,12 +497,12 @@ impl<const SLOT: usize> Shard<SLOT> {
             return 0;
         }
         let Shard {
-            shared,
+            counters,
             retries,
             router,
             ..
         } = self;
-        let counters = &shared.counters;
+        let counters = &**counters;
         // Closing is not the hot path: a temporary buffer is fine here.
         let mut left = Vec::with_capacity(retries.wheel.len());
         retries
@@ -554,7 +559,7 @@ impl<const SLOT: usize> Shard<SLOT> {
         if !self.retiring.is_empty() {
             self.retire_empty_lanes();
         }
-        self.shared.progress.note_applied(applied);
+        self.progress.note_applied(applied);
     }
 
     fn apply(&mut self, msg: Control<SLOT>) {
@@ -688,7 +693,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome, RunMode};
+    use crate::{Bus, Event, EventType, Filter, ManualClock, Outcome};
 
     /// Regression (found while writing the `bus_ops` fuzz model): a dropped publisher's
     /// `PublisherGone` was counted in the shard's `applied` but never in the bus's `sent`,
@@ -733,15 +738,13 @@ mod tests {
     #[test]
     fn a_cancelled_scheduled_event_meeting_a_full_wheel_is_counted_as_cancelled() {
         let clock = ManualClock::new();
-        let bus = Bus::builder()
-            .mode(RunMode::Poll)
+        let (bus, mut shards) = Bus::builder()
             .manual_clock(clock.clone())
             .timer_capacity(1)
-            .build()
+            .build_polled()
             .unwrap();
         let agent = bus.register_agent("a").unwrap();
         bus.subscribe(Filter::any(), |_| Outcome::Done).unwrap();
-        let mut shards = bus.take_shards().unwrap();
         let mut publisher = bus.publisher(agent).unwrap();
         let after = Duration::from_millis(10);
         publisher

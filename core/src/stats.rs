@@ -12,7 +12,7 @@ use crate::priority::Priority;
 /// A counter with a single writer. `add` is a relaxed load and store: only the owning
 /// thread may call it; readers on other threads see a value that is at most slightly stale.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     /// Adds `n`. Must only be called by the counter's single writer.
@@ -37,22 +37,22 @@ impl Counter {
     }
 
     /// The current value.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
 }
 
 /// A counter per priority level.
 #[derive(Debug, Default)]
-pub struct PerPriority(pub(crate) [Counter; Priority::COUNT]);
+pub(crate) struct PerPriority(pub(crate) [Counter; Priority::COUNT]);
 
 impl PerPriority {
     /// The count for one level.
-    pub fn get(&self, p: Priority) -> u64 {
+    pub(crate) fn get(&self, p: Priority) -> u64 {
         self.0[p.index()].get()
     }
     /// The sum over all levels.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().map(Counter::get).sum()
     }
     pub(crate) fn incr(&self, p: Priority) {
@@ -68,34 +68,34 @@ impl PerPriority {
 
 /// Counts a shard keeps (written by the shard's thread only).
 #[derive(Debug, Default)]
-pub struct ShardCounters {
+pub(crate) struct ShardCounters {
     /// Events taken off the rings, per priority.
-    pub dispatched: PerPriority,
+    pub(crate) dispatched: PerPriority,
     /// Handler invocations that returned (or panicked), per event priority.
-    pub delivered: PerPriority,
+    pub(crate) delivered: PerPriority,
     /// Events that reached no subscription on this shard, per priority.
-    pub unmatched: PerPriority,
+    pub(crate) unmatched: PerPriority,
     /// Handlers that panicked.
-    pub panicked: Counter,
+    pub(crate) panicked: Counter,
     /// Retries scheduled on the timer wheel.
-    pub retries_scheduled: Counter,
+    pub(crate) retries_scheduled: Counter,
     /// Retries fired and redelivered.
-    pub retries_fired: Counter,
+    pub(crate) retries_fired: Counter,
     /// Events put in the dead letters.
-    pub dead_lettered: Counter,
+    pub(crate) dead_lettered: Counter,
     /// Events put in the dead letters, by `DeadReason::index`.
-    pub dead_by_reason: [Counter; DeadReason::COUNT],
+    pub(crate) dead_by_reason: [Counter; DeadReason::COUNT],
     /// Scheduled (publish_at) events fired into dispatch.
-    pub scheduled_fired: Counter,
+    pub(crate) scheduled_fired: Counter,
     /// Dead letters redriven back to their subscription.
-    pub redriven: Counter,
+    pub(crate) redriven: Counter,
     /// Scheduled events dropped because they were cancelled (or, at close, because
     /// another of their shards already sent the event to the dead letters).
-    pub scheduled_cancelled: Counter,
+    pub(crate) scheduled_cancelled: Counter,
     /// Entries waiting on the timer wheel now (a gauge).
-    pub timers_pending: Counter,
+    pub(crate) timers_pending: Counter,
     /// Whether pinning this shard's worker to a core failed (1) or was not asked (0).
-    pub pin_failed: Counter,
+    pub(crate) pin_failed: Counter,
 }
 
 /// Counts a publisher keeps (written by the publisher's thread only).
@@ -103,19 +103,19 @@ pub struct ShardCounters {
 // Own cache lines (two, against adjacent-line prefetch): written on every event by one
 // thread, read by others; never beside another thread's counters.
 #[repr(align(128))]
-pub struct PublisherCounters {
+pub(crate) struct PublisherCounters {
     /// Events accepted (each once, however many shards it fanned out to), per priority.
-    pub published: PerPriority,
+    pub(crate) published: PerPriority,
     /// Accepted events that no subscription matched at publish time (counted, not queued).
-    pub unroutable: PerPriority,
+    pub(crate) unroutable: PerPriority,
     /// Publishes refused because a ring was full, per priority.
-    pub rejected_full: PerPriority,
+    pub(crate) rejected_full: PerPriority,
     /// Publishes refused because the bus was closed.
-    pub rejected_closed: Counter,
+    pub(crate) rejected_closed: Counter,
     /// Publishes refused for an unknown type or agent id.
-    pub rejected_invalid: Counter,
+    pub(crate) rejected_invalid: Counter,
     /// Per shard: ring entries written and refusals because that shard's ring was full.
-    pub shards: Box<[PublisherShardCounters]>,
+    pub(crate) shards: Box<[PublisherShardCounters]>,
 }
 
 /// What one publisher wrote to one shard.
@@ -123,14 +123,41 @@ pub struct PublisherCounters {
 // Own cache lines (two, against adjacent-line prefetch): written on every event by one
 // thread, read by others; never beside another thread's counters.
 #[repr(align(128))]
-pub struct PublisherShardCounters {
+pub(crate) struct PublisherShardCounters {
     /// Ring entries written, per priority.
-    pub enqueued: PerPriority,
+    pub(crate) enqueued: PerPriority,
     /// Publishes refused because this shard's ring was full, per priority.
-    pub rejected_full: PerPriority,
+    pub(crate) rejected_full: PerPriority,
+}
+
+/// A point-in-time copy of one publisher's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublisherStats {
+    /// Events accepted (each once, however many shards it fanned out to), per priority.
+    pub published: [u64; Priority::COUNT],
+    /// Accepted events that no subscription matched at publish time, per priority.
+    pub unroutable: [u64; Priority::COUNT],
+    /// Publishes refused because a ring was full, per priority.
+    pub rejected_full: [u64; Priority::COUNT],
+    /// Publishes refused because the bus was closed.
+    pub rejected_closed: u64,
+    /// Publishes refused for an unknown type or agent id.
+    pub rejected_invalid: u64,
 }
 
 impl PublisherCounters {
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> PublisherStats {
+        PublisherStats {
+            published: self.published.snapshot(),
+            unroutable: self.unroutable.snapshot(),
+            rejected_full: self.rejected_full.snapshot(),
+            rejected_closed: self.rejected_closed.get(),
+            rejected_invalid: self.rejected_invalid.get(),
+        }
+    }
+
     pub(crate) fn new(shards: usize) -> Self {
         PublisherCounters {
             shards: (0..shards)
@@ -146,23 +173,24 @@ impl PublisherCounters {
 // Own cache lines (two, against adjacent-line prefetch): written on every event by one
 // thread, read by others; never beside another thread's counters.
 #[repr(align(128))]
-pub struct SubscriptionCounters {
+pub(crate) struct SubscriptionCounters {
     /// Events accepted for this subscription (first deliveries and redrives).
-    pub accepted: Counter,
+    pub(crate) accepted: Counter,
     /// Handler invocations, retries included.
-    pub attempts: Counter,
+    pub(crate) attempts: Counter,
     /// Events this subscription finished with `Done`.
-    pub done: Counter,
+    pub(crate) done: Counter,
     /// Retries scheduled for this subscription.
-    pub retried: Counter,
+    pub(crate) retried: Counter,
     /// Events of this subscription that went to the dead letters.
-    pub dead_lettered: Counter,
+    pub(crate) dead_lettered: Counter,
     /// Handler panics.
-    pub panicked: Counter,
+    pub(crate) panicked: Counter,
 }
 
 /// A point-in-time copy of one subscription's counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriptionStats {
     /// Events accepted for this subscription (first deliveries and redrives).
     pub accepted: u64,
@@ -180,7 +208,7 @@ pub struct SubscriptionStats {
 
 impl SubscriptionCounters {
     /// A snapshot.
-    pub fn snapshot(&self) -> SubscriptionStats {
+    pub(crate) fn snapshot(&self) -> SubscriptionStats {
         SubscriptionStats {
             accepted: self.accepted.get(),
             attempts: self.attempts.get(),
@@ -194,6 +222,7 @@ impl SubscriptionCounters {
 
 /// A point-in-time copy of one shard's counts, publisher-side counts included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShardStats {
     /// Ring entries written for this shard by all publishers, per priority.
     pub published: [u64; Priority::COUNT],
@@ -233,6 +262,7 @@ pub struct ShardStats {
 
 /// A point-in-time copy of the whole bus's counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BusStats {
     /// Per shard.
     pub shards: Vec<ShardStats>,

@@ -203,6 +203,13 @@ impl Subscription {
     }
 }
 
+impl From<Filter> for Subscription {
+    /// A subscription to what `filter` passes, with the defaults.
+    fn from(filter: Filter) -> Self {
+        Subscription::new(filter)
+    }
+}
+
 /// What a handler is given: the event (zero copy, in the ring's slot), the subscription
 /// it is delivered to, and what its envelope is made of.
 #[derive(Debug)]

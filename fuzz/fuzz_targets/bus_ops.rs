@@ -851,7 +851,7 @@ impl Harness {
         }
         let (sub, model, expected) = self.build(s);
         let handler = self.handler(&s.acts);
-        match (self.bus.subscribe_with(sub, handler), expected) {
+        match (self.bus.subscribe(sub, handler), expected) {
             (Ok(id), Ok(shard)) => {
                 if s.shard.is_none() {
                     self.next_shard += 1;

@@ -170,12 +170,12 @@ fn try_publish_is_all_or_nothing_across_shards() {
     let sender = bus.register_agent("sender").expect("agent");
     let openai = bus.register_agent("openai-assistant").expect("agent");
     let log = new_log();
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any()).on_shard(0),
         record(&log, 0),
     )
     .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any())
             .on_shard(1)
             .for_agent(openai),
@@ -312,7 +312,7 @@ fn ids_from_another_bus_are_typed_errors_with_the_event() {
         Err(BusError::UnknownEventType(foreign_type.raw()))
     );
     assert_eq!(
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::any()).for_agent(foreign_agent),
             |_| Outcome::Done
         ),
@@ -511,7 +511,7 @@ fn bad_configurations_are_config_errors() {
 fn shards_are_taken_once_and_placement_is_checked() {
     let bus = poll_bus(2);
     assert_eq!(
-        bus.subscribe_with(Subscription::new(Filter::any()).on_shard(2), |_| {
+        bus.subscribe(Subscription::new(Filter::any()).on_shard(2), |_| {
             Outcome::Done
         }),
         Err(BusError::NoSuchShard {

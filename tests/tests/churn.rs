@@ -88,9 +88,9 @@ fn after_unsubscribe_returns_the_handler_is_never_called_and_others_lose_nothing
     let all = Arc::new(AtomicU64::new(0));
     let tasks = Arc::new(AtomicU64::new(0));
     let group_calls = Arc::new(AtomicU64::new(0));
-    bus.subscribe_with(Subscription::new(Filter::any()).on_shard(0), counter(&all))
+    bus.subscribe(Subscription::new(Filter::any()).on_shard(0), counter(&all))
         .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::of_type(EventType::AGENT_TASK)).on_shard(1),
         counter(&tasks),
     )
@@ -117,7 +117,7 @@ fn after_unsubscribe_returns_the_handler_is_never_called_and_others_lose_nothing
         let calls = Arc::new(AtomicU64::new(0));
         // Alternate: plain subscriptions on either shard, and group members.
         let id = match k % 3 {
-            0 => bus.subscribe_with(
+            0 => bus.subscribe(
                 Subscription::new(Filter::any()).on_shard(k % 2),
                 churned(&gone, &calls, &late),
             ),

@@ -159,7 +159,7 @@ fn check(
     let mut leaving = Vec::new();
     for (i, s) in subs.iter().enumerate() {
         let id = bus
-            .subscribe_with(subscription(&s.filter, &agents, shards), record(&log, i))
+            .subscribe(subscription(&s.filter, &agents, shards), record(&log, i))
             .expect("subscribe");
         if s.unsubscribe {
             leaving.push(id);

@@ -528,7 +528,7 @@ fn conservation_under_a_mixed_workload() {
         };
         subs.push(
             r.bus
-                .subscribe_with(Subscription::new(filter).on_shard(i % 2), handler)
+                .subscribe(Subscription::new(filter).on_shard(i % 2), handler)
                 .expect("sub"),
         );
     }
@@ -669,7 +669,7 @@ fn close_letters_a_scheduled_event_once_even_when_it_waits_on_two_shards() {
     for shard in 0..2 {
         let c = Arc::clone(&calls);
         r.bus
-            .subscribe_with(
+            .subscribe(
                 Subscription::new(Filter::any()).on_shard(shard),
                 move |_| {
                     c.fetch_add(1, Ordering::Relaxed);

@@ -27,12 +27,12 @@ fn direct_event_reaches_only_subscriptions_for_its_agent_and_its_taps() {
     let log = new_log();
     // 0: on behalf of openai; 1: on behalf of lucid; 2: a plain broadcast subscriber;
     // 3: a tap on openai's direct traffic; 4: on behalf of openai, status events only.
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any()).for_agent(openai),
         record(&log, 0),
     )
     .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any()).for_agent(lucid),
         record(&log, 1),
     )
@@ -41,7 +41,7 @@ fn direct_event_reaches_only_subscriptions_for_its_agent_and_its_taps() {
         .expect("subscribe");
     bus.subscribe(Filter::any().to_destination(openai), record(&log, 3))
         .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::of_type(EventType::AGENT_STATUS)).for_agent(openai),
         record(&log, 4),
     )
@@ -94,18 +94,18 @@ fn broadcast_reaches_every_matching_subscription_on_every_shard() {
     let sender = bus.register_agent("sender").expect("agent");
     let log = new_log();
     for shard in 0..3 {
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::of_type(EventType::AGENT_STATUS)).on_shard(shard),
             record(&log, shard),
         )
         .expect("subscribe");
     }
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::of_type(EventType::AGENT_TASK)).on_shard(1),
         record(&log, 10),
     )
     .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any()).on_shard(2),
         record(&log, 20),
     )
@@ -402,7 +402,7 @@ fn stamped_events(bus: &Bus, from: &str, to: &str) -> (Event, Event) {
     // (A handler's panic is caught by the bus, so handlers record and the test asserts.)
     let seen: Arc<Mutex<Vec<(Event, Envelope)>>> = Arc::default();
     let sink = Arc::clone(&seen);
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any()).for_agent(dest),
         move |d: &Delivery<'_, DEFAULT_SLOT>| {
             sink.lock()
@@ -571,14 +571,14 @@ fn worker_mode_routes_direct_broadcast_filtered_and_grouped_traffic() {
     let status = Arc::new(AtomicU64::new(0));
     let direct = Arc::new(AtomicU64::new(0));
     let members: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::default()).collect();
-    bus.subscribe_with(Subscription::new(Filter::any()).on_shard(0), counter(&all))
+    bus.subscribe(Subscription::new(Filter::any()).on_shard(0), counter(&all))
         .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::of_type(EventType::AGENT_STATUS)).on_shard(1),
         counter(&status),
     )
     .expect("subscribe");
-    bus.subscribe_with(
+    bus.subscribe(
         Subscription::new(Filter::any())
             .for_agent(openai)
             .on_shard(1),

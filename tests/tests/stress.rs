@@ -178,7 +178,7 @@ fn four_producers_million_events_each_reach_every_matching_subscription_once_in_
     let subs = subs();
     let tallies: Vec<Arc<Tally>> = subs.iter().map(|_| Arc::default()).collect();
     for (s, tally) in subs.iter().zip(&tallies) {
-        bus.subscribe_with(
+        bus.subscribe(
             (s.subscription)(&agents).on_shard(s.shard),
             checker(tally, s.wants, producers, sink),
         )

@@ -91,12 +91,12 @@ fn publish_once(p: &mut Publisher, seq: u64) -> bool {
 fn subscribe_readers(bus: &Bus, shards: usize) -> Arc<Seen> {
     let seen = Arc::new(Seen::default());
     for shard in 0..shards {
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(Filter::of_type(EventType::AGENT_TASK)).on_shard(shard),
             reader(&seen),
         )
         .expect("subscribe");
-        bus.subscribe_with(
+        bus.subscribe(
             Subscription::new(
                 Filter::of_type(EventType::AGENT_STATUS).priorities(&[Priority::High]),
             )
