@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{done, Probe, Task};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dreamnet_bus::{
-    Bus, Draft, EventType, Filter, FullPolicy, Jitter, ManualClock, Outcome, RetryPolicy, RunMode,
+    Bus, Draft, EventType, Filter, FullPolicy, Jitter, ManualClock, Outcome, RetryPolicy,
 };
 
 const BATCH: u64 = 64;
@@ -32,8 +32,7 @@ enum Path {
 
 fn case(c: &mut Criterion, path: Path) {
     let clock = ManualClock::new();
-    let bus = Bus::builder()
-        .mode(RunMode::Poll)
+    let (bus, mut shards) = Bus::builder()
         .manual_clock(clock.clone())
         .ring_capacity_all(1024)
         .retry_policy(RetryPolicy {
@@ -45,7 +44,7 @@ fn case(c: &mut Criterion, path: Path) {
         })
         .tick(Duration::from_millis(1))
         .dead_letters(1024, FullPolicy::DropOldest)
-        .build()
+        .build_polled()
         .expect("bus");
     let agent = bus.register_agent("producer").expect("agent");
     let d = done();
@@ -62,7 +61,7 @@ fn case(c: &mut Criterion, path: Path) {
         outcome
     })
     .expect("subscribe");
-    let mut shard = bus.take_shards().expect("shards").remove(0);
+    let mut shard = shards.remove(0);
     let mut publisher = bus.publisher(agent).expect("publisher");
     let draft = Draft::new(EventType::AGENT_TASK);
     let name = match path {

@@ -25,8 +25,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use dreamnet_bus::{
-    Bus, Draft, EventType, Filter, Outcome, Priority, PublishError, Publisher, RunMode, Shard,
-    Subscription, WaitStrategy, WritePayload,
+    Bus, Draft, EventType, Filter, Outcome, Priority, PublishError, Publisher, Shard, Subscription,
+    WaitStrategy, WritePayload,
 };
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
@@ -64,12 +64,13 @@ fn poll_loop<const SLOT: usize, T: WritePayload>(
     start.elapsed()
 }
 
-fn poll_bus<const SLOT: usize>() -> Bus<SLOT> {
-    Bus::<SLOT>::builder_with_slot()
-        .mode(RunMode::Poll)
+/// A bus with no threads of its own and its one shard, polled on the bench thread.
+fn poll_bus<const SLOT: usize>() -> (Bus<SLOT>, Shard<SLOT>) {
+    let (bus, mut shards) = Bus::<SLOT>::builder_with_slot()
         .ring_capacity_all(1024)
-        .build()
-        .expect("bus")
+        .build_polled()
+        .expect("bus");
+    (bus, shards.remove(0))
 }
 
 #[derive(Clone, Copy)]
@@ -83,7 +84,7 @@ fn subscriptions(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for flavor in [Flavor::Broadcast, Flavor::Direct] {
         for total in [10usize, 100, 1_000, 10_000] {
-            let bus = poll_bus::<256>();
+            let (bus, mut shard) = poll_bus::<256>();
             let types: Vec<EventType> = (0..100)
                 .map(|i| {
                     bus.register_event_type(&format!("bench.type{i}"))
@@ -122,7 +123,6 @@ fn subscriptions(c: &mut Criterion) {
                 })
                 .expect("subscribe");
             }
-            let mut shard = bus.take_shards().expect("shards").remove(0);
             let mut publisher = bus.publisher(agents[0]).expect("publisher");
             let draft = match flavor {
                 Flavor::Broadcast => Draft::new(target),
@@ -218,7 +218,7 @@ fn producers(c: &mut Criterion) {
     for p in 1..=4usize {
         // dreamnet-bus: one shard worker, one publisher (own SPSC lanes) per producer thread.
         let bus = Bus::builder()
-            .mode(RunMode::Workers { pin: false })
+            .pinned(false)
             .wait_strategy(WaitStrategy::Yield)
             .ring_capacity_all(4096)
             .build()
@@ -304,7 +304,7 @@ struct Blob<const N: usize> {
 }
 
 fn payload_case<const SLOT: usize, const N: usize>(g: &mut Group<'_>, label: &str) {
-    let bus = poll_bus::<SLOT>();
+    let (bus, mut shard) = poll_bus::<SLOT>();
     let agent = bus.register_agent("producer").expect("agent");
     let d = done();
     let mut probe = Probe::new(&d);
@@ -313,7 +313,6 @@ fn payload_case<const SLOT: usize, const N: usize>(g: &mut Group<'_>, label: &st
         Outcome::Done
     })
     .expect("subscribe");
-    let mut shard = bus.take_shards().expect("shards").remove(0);
     let mut publisher = bus.publisher(agent).expect("publisher");
     let draft = Draft::new(EventType::AGENT_TASK);
     let mut next = 0u64;
@@ -356,7 +355,7 @@ fn priority(c: &mut Criterion) {
         ("even-25-each", [25, 25, 25, 25]),
     ];
     for (label, mix) in mixes {
-        let bus = poll_bus::<256>();
+        let (bus, mut shard) = poll_bus::<256>();
         let agent = bus.register_agent("producer").expect("agent");
         let d = done();
         let mut probe = Probe::new(&d);
@@ -365,7 +364,6 @@ fn priority(c: &mut Criterion) {
             Outcome::Done
         })
         .expect("subscribe");
-        let mut shard = bus.take_shards().expect("shards").remove(0);
         let mut publisher = bus.publisher(agent).expect("publisher");
         // A fixed interleaving of the mix, 100 long.
         let mut pattern = Vec::with_capacity(100);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use dreamnet_bus::{
     AgentId, Bus, BusStats, Clock, DeadLetter, DeadReason, Delivery, Draft, Event, Filter,
-    FullPolicy, Jitter, Outcome, Priority, PublishError, Publisher, RetryPolicy, RunMode,
-    Subscription, SubscriptionId, SubscriptionStats,
+    FullPolicy, Jitter, Outcome, Priority, PublishError, Publisher, RetryPolicy, Subscription,
+    SubscriptionId, SubscriptionStats,
 };
 
 use crate::conservation;
@@ -317,7 +317,7 @@ fn build_bus<const SLOT: usize>(
     let hook_counts = Arc::clone(dead);
     let bus = Bus::<SLOT>::builder_with_slot()
         .shards(opts.shards)
-        .mode(RunMode::Workers { pin: opts.pin })
+        .pinned(opts.pin)
         .wait_strategy(opts.wait)
         .retry_policy(policy)
         .timer_capacity(rel.timer_capacity)

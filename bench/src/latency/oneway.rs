@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use disruptor::{BusySpin, ProcessorSettings as _, Producer as _};
-use dreamnet_bus::{Bus, Draft, EventType, Filter, Outcome, PublishError, RunMode, WaitStrategy};
+use dreamnet_bus::{Bus, Draft, EventType, Filter, Outcome, PublishError, WaitStrategy};
 
 use super::{consumer_core, on_producer_core, produce, Produced, Recorded, Recorder, Stamp, Tsc};
 
@@ -85,7 +85,7 @@ fn ours(
     rate: Option<f64>,
 ) -> Result<Produced, Box<dyn Error>> {
     let bus = Bus::builder()
-        .mode(RunMode::Workers { pin: true })
+        .pinned(true)
         .wait_strategy(WaitStrategy::Spin)
         .ring_capacity_all(CAPACITY)
         .build()?;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use disruptor::{BusySpin, Polling, ProcessorSettings as _, Producer as _};
-use dreamnet_bus::{Bus, Draft, EventType, Filter, Outcome, PublishError, RunMode, WaitStrategy};
+use dreamnet_bus::{Bus, Draft, EventType, Filter, Outcome, PublishError, WaitStrategy};
 
 use super::oneway::{Peer, CAPACITY};
 use super::{consumer_core, on_producer_core, Recorded, Stamp, Tsc};
@@ -88,14 +88,11 @@ fn wait_for(tsc: &Tsc, lost_after: u64, mut arrived: impl FnMut() -> bool) -> bo
 
 fn ours(tsc: &Tsc, warmup: Duration, measure: Duration) -> Result<Recorded, Box<dyn Error>> {
     let ping_bus = Bus::builder()
-        .mode(RunMode::Workers { pin: true })
+        .pinned(true)
         .wait_strategy(WaitStrategy::Spin)
         .ring_capacity_all(CAPACITY)
         .build()?;
-    let pong_bus = Bus::builder()
-        .mode(RunMode::Poll)
-        .ring_capacity_all(CAPACITY)
-        .build()?;
+    let (pong_bus, mut shards) = Bus::builder().ring_capacity_all(CAPACITY).build_polled()?;
     let a = ping_bus.register_agent("pinger")?;
     let b = pong_bus.register_agent("ponger")?;
     let mut answer = pong_bus.publisher(b)?;
@@ -124,7 +121,6 @@ fn ours(tsc: &Tsc, warmup: Duration, measure: Duration) -> Result<Recorded, Box<
         }
         Outcome::Done
     })?;
-    let mut shards = pong_bus.take_shards()?;
     let mut ping = ping_bus.publisher(a)?;
     let tsc = tsc.clone();
     let lost_after = tsc.ticks(LOST_AFTER.as_nanos() as f64);
