@@ -77,7 +77,14 @@ fn run() -> Result<(), Box<dyn Error>> {
         ));
         rows.push(Summary::of(peer.name(), &rec));
     }
-    let (_, rec) = floor::one_way(&tsc, plan.warmup, plan.measure, Some(rate))?;
+    let (produced, rec) = floor::one_way(&tsc, plan.warmup, plan.measure, Some(rate))?;
+    notes.push(format!(
+        "  {}: {} events at {:.0} ev/s achieved, {} sent late by more than one interval",
+        floor::NAME,
+        produced.measured,
+        produced.rate(),
+        produced.late
+    ));
     rows.push(Summary::of(floor::NAME, &rec));
     let how = if plan.rate.is_some() {
         "LATENCY_RATE".to_owned()
