@@ -66,11 +66,14 @@ pub const QUANTILES: [(&str, f64); 3] = [("p50", 0.5), ("p99", 0.99), ("p99.9", 
 /// The headline table; `load` is the open-loop share of saturation (for the title).
 pub fn text(lines: &[Line], load: Option<f64>) -> String {
     let mut s = String::new();
-    let open = match load {
-        Some(l) => format!("open loop at {:.0} % of each one's saturation", l * 100.0),
-        None => "open loop at --rate".to_owned(),
+    let phases = match load {
+        Some(l) => format!(
+            "closed-loop saturation, then open loop at {:.0} % of each one's saturation",
+            l * 100.0
+        ),
+        None => "the one phase asked for (--mode closed, or --mode open at --rate)".to_owned(),
     };
-    let _ = writeln!(s, "== headline: closed-loop saturation, then {open}");
+    let _ = writeln!(s, "== headline: {phases}");
     let _ = writeln!(
         s,
         "  {:<26} {:>11} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9}",
