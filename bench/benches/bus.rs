@@ -32,7 +32,7 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use disruptor::{BusySpin, ProcessorSettings as _, Producer as _};
 use dreamnet_bus::{
-    Bus, Draft, Event, EventType, Filter, Outcome, PublishError, Publisher, RunMode, WaitStrategy,
+    Bus, Draft, Event, EventType, Filter, Outcome, PublishError, Publisher, WaitStrategy,
 };
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
@@ -73,7 +73,7 @@ fn spawn_pinned_consumer(body: impl FnOnce() + Send + 'static) -> Joined {
 /// `AGENT_TASK`'s handler feeds `d`.
 fn dreamnet_bus(d: &Done) -> (Bus, Publisher) {
     let bus = Bus::builder()
-        .mode(RunMode::Workers { pin: true })
+        .pinned(true)
         .wait_strategy(WaitStrategy::Spin)
         .ring_capacity_all(CAPACITY)
         .build()

@@ -8,7 +8,7 @@
 //! - `producers`: 1 to 4 producer threads, each with its own `Publisher` (its own SPSC
 //!   lanes to the shard), one shard worker, `WaitStrategy::Yield`; beside it the
 //!   crossbeam-channel bus with the same producers sharing its MPMC channel.
-//! - `payload`: 16 to 200 archived payload bytes (256-byte slots up to 160 bytes, 512-byte
+//! - `payload`: 16 to 200 archived payload bytes (256-byte slots up to 144 bytes, 512-byte
 //!   slots above; 128 bytes on both to show the slot's own cost). Poll mode.
 //! - `priority`: all normal, the loadgen mix (critical 1%, high 9%, normal 80%, low 10%),
 //!   and an even mix. Poll mode.
@@ -64,7 +64,7 @@ fn poll_loop<const SLOT: usize, T: WritePayload>(
     start.elapsed()
 }
 
-/// A bus with no threads of its own and its one shard, polled on the bench thread.
+/// A one-shard poll-mode bus and its shard.
 fn poll_bus<const SLOT: usize>() -> (Bus<SLOT>, Shard<SLOT>) {
     let (bus, mut shards) = Bus::<SLOT>::builder_with_slot()
         .ring_capacity_all(1024)
@@ -218,7 +218,6 @@ fn producers(c: &mut Criterion) {
     for p in 1..=4usize {
         // dreamnet-bus: one shard worker, one publisher (own SPSC lanes) per producer thread.
         let bus = Bus::builder()
-            .pinned(false)
             .wait_strategy(WaitStrategy::Yield)
             .ring_capacity_all(4096)
             .build()

@@ -99,6 +99,13 @@ pub enum DecodeError {
     /// Reserved bytes were not zero.
     #[error("reserved header bytes are not zero")]
     ReservedNotZero,
+    /// Bytes to be read in place (a journal record in a memory map) are not 64-byte aligned.
+    #[error("an event slot read in place must be 64-byte aligned")]
+    Misaligned,
+    /// Bytes to be read in place carry the process-local payload flag, which only
+    /// `Event::set_payload` in this process may set (it would skip payload validation).
+    #[error("bytes read in place carry the process-local payload flag")]
+    LocalFlag,
 }
 
 /// A publish was refused. The event (or, for in-place publishes, `()`) is handed back so

@@ -2,11 +2,11 @@
 //! inline payload area. Moving an event never allocates; rings hold slots by value.
 //!
 //! ```text
-//!  offset  0 ........................ 96 ................................ SLOT
-//!          | Header (96 B, no padding) | payload area: one rkyv archive    |
+//!  offset  0 ........................ 112 ............................... SLOT
+//!          | Header (112 B, no padding) | payload area: one rkyv archive   |
 //! ```
 //!
-//! The payload offset (96) is a multiple of 16, and the slot is 64-byte aligned, so archived
+//! The payload offset (112) is a multiple of 16, and the slot is 64-byte aligned, so archived
 //! roots written at the start of the payload area are aligned for every rkyv type.
 //!
 //! Payloads are written with rkyv's low-level API straight into the payload area, with a
@@ -35,8 +35,8 @@ use crate::names::{AgentId, EventType, MetaKey};
 use crate::priority::Priority;
 
 /// The header size in bytes; the payload area starts here.
-pub const HEADER_SIZE: usize = 96;
-/// The default slot size: four cache lines, 160 bytes of payload.
+pub const HEADER_SIZE: usize = 112;
+/// The default slot size: four cache lines, 144 bytes of payload.
 pub const DEFAULT_SLOT: usize = 256;
 /// How many inline metadata entries a header holds.
 pub const META_ENTRIES: usize = 3;
@@ -56,7 +56,7 @@ const FLAG_SCHEDULED: u8 = 1 << 2;
 const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED;
 
 /// An event's fixed header. Every field is an integer and the layout has no padding, so any
-/// 96 bytes are a `Header` (validity of the *values* is checked by [`Event::from_bytes`]).
+/// 112 bytes are a `Header` (validity of the *values* is checked by [`Event::from_bytes`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -85,6 +85,10 @@ pub struct Header {
     meta_keys: [u16; META_ENTRIES],
     reserved2: u16,
     meta_values: [u64; META_ENTRIES],
+    /// The id of the event that caused this one (0: none); with the correlation id it
+    /// makes conversations into trees (a journal's `thread`).
+    causation_id: u64,
+    reserved3: [u8; 8],
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
@@ -119,6 +123,11 @@ impl Header {
     /// The correlation id (0 if none was set).
     pub fn correlation_id(&self) -> u64 {
         self.correlation_id
+    }
+    /// The id of the event that caused this one (0 if none was set): see
+    /// [`Event::caused_by`].
+    pub fn causation_id(&self) -> u64 {
+        self.causation_id
     }
     /// The deadline on the bus clock, if one was set.
     pub fn deadline_ns(&self) -> Option<u64> {
@@ -247,6 +256,27 @@ impl<const SLOT: usize> Event<SLOT> {
         self
     }
 
+    /// Sets the causation id: the id of the event that caused this one.
+    pub fn with_causation_id(mut self, id: u64) -> Self {
+        self.header_mut().causation_id = id;
+        self
+    }
+
+    /// Marks this event as caused by the one with header `cause` (in a handler:
+    /// `Event::new(t).caused_by(delivery.header())`): the causation id becomes the cause's
+    /// id, and the correlation id the cause's correlation id, or the cause's own id when it
+    /// had none (the cause then starts the conversation).
+    pub fn caused_by(mut self, cause: &Header) -> Self {
+        let h = self.header_mut();
+        h.causation_id = cause.id;
+        h.correlation_id = if cause.correlation_id != 0 {
+            cause.correlation_id
+        } else {
+            cause.id
+        };
+        self
+    }
+
     /// Sets a deadline on the bus clock (nanoseconds; see `Bus::now_ns`). 0 clears it.
     pub fn with_deadline_ns(mut self, deadline_ns: u64) -> Self {
         self.header_mut().deadline_ns = deadline_ns;
@@ -361,7 +391,7 @@ impl<const SLOT: usize> Event<SLOT> {
             // clears it first, `from_bytes` clears it). The fingerprint identifies `U`'s
             // `TypeId`, and it equals `T`'s, so `U` is `T`: the bytes are a valid
             // `Archived<T>` whose root sits at the end, as `access_unchecked` requires. The
-            // payload area is 16-aligned (offset 96 in a 64-aligned slot).
+            // payload area is 16-aligned (offset 112 in a 64-aligned slot).
             Ok(unsafe { rkyv::api::access_unchecked::<T::Archived>(bytes) })
         } else {
             rkyv::api::low::access::<T::Archived, Failure>(bytes).map_err(|_| PayloadError::Invalid)
@@ -389,38 +419,55 @@ impl<const SLOT: usize> Event<SLOT> {
             });
         };
         let mut event = Event { bytes: array };
+        check_header(event.header(), Self::PAYLOAD_CAPACITY)?;
         let h = event.header_mut();
-        if Priority::from_u8(h.priority).is_none() {
-            return Err(DecodeError::BadPriority(h.priority));
-        }
-        if h.flags & !KNOWN_FLAGS != 0 {
-            return Err(DecodeError::UnknownFlags(h.flags & !KNOWN_FLAGS));
-        }
-        if usize::from(h.payload_len) > Self::PAYLOAD_CAPACITY {
-            return Err(DecodeError::BadPayloadLength {
-                len: usize::from(h.payload_len),
-                capacity: Self::PAYLOAD_CAPACITY,
-            });
-        }
-        if h.flags & FLAG_HAS_PAYLOAD == 0 && h.payload_len != 0 {
-            return Err(DecodeError::BadPayloadLength {
-                len: usize::from(h.payload_len),
-                capacity: 0,
-            });
-        }
-        if usize::from(h.meta_len) > META_ENTRIES {
-            return Err(DecodeError::BadMetadataCount {
-                count: usize::from(h.meta_len),
-                max: META_ENTRIES,
-            });
-        }
-        if h.reserved != [0; 7] || h.reserved2 != 0 {
-            return Err(DecodeError::ReservedNotZero);
-        }
         // Bytes from outside are never trusted for unchecked reads.
         h.flags &= !FLAG_LOCAL;
         h.payload_fingerprint = 0;
         Ok(event)
+    }
+
+    /// Validates a slot in place (a journal record in a memory map) and views it as an
+    /// event, without copying.
+    ///
+    /// The same checks as [`Event::from_bytes`], and two more because nothing can be
+    /// cleared in place: the bytes must be 64-byte aligned, and must not carry the
+    /// process-local payload flag (so [`Event::payload`] always validates what it reads).
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn view(bytes: &[u8]) -> Result<&Self, DecodeError> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::VALID_SLOT;
+        if bytes.len() != SLOT {
+            return Err(DecodeError::WrongLength {
+                len: bytes.len(),
+                expected: SLOT,
+            });
+        }
+        if bytes.as_ptr().align_offset(core::mem::align_of::<Self>()) != 0 {
+            return Err(DecodeError::Misaligned);
+        }
+        // SAFETY: `bytes` is SLOT bytes long and 64-aligned (both checked above), and
+        // `Event<SLOT>` is `repr(C, align(64))` around `[u8; SLOT]`, so its size is SLOT
+        // and every byte pattern is a valid `Event` value. The reference borrows `bytes`,
+        // so it lives no longer than they do and shares their immutability.
+        let event = unsafe { &*bytes.as_ptr().cast::<Self>() };
+        check_header(event.header(), Self::PAYLOAD_CAPACITY)?;
+        if event.header().flags & FLAG_LOCAL != 0 {
+            return Err(DecodeError::LocalFlag);
+        }
+        Ok(event)
+    }
+
+    /// Copies the slot into `dst` as bytes for outside the process: the process-local
+    /// payload flag and the type fingerprint are cleared in the copy, so a reader (another
+    /// process, another build) always validates the payload.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn write_foreign(&self, dst: &mut [u8]) {
+        dst[..SLOT].copy_from_slice(&self.bytes);
+        let flags = core::mem::offset_of!(Header, flags);
+        dst[flags] &= !FLAG_LOCAL;
+        let fp = core::mem::offset_of!(Header, payload_fingerprint);
+        dst[fp..fp + 8].fill(0);
     }
 
     pub(crate) fn stamp(&mut self, id: u64, source: AgentId, timestamp_ns: u64) {
@@ -444,6 +491,38 @@ impl<const SLOT: usize> Event<SLOT> {
     pub(crate) fn set_attempts(&mut self, attempts: u16) {
         self.header_mut().attempts = attempts;
     }
+}
+
+/// The header checks every reader of outside bytes makes (`from_bytes`, `view`).
+fn check_header(h: &Header, capacity: usize) -> Result<(), DecodeError> {
+    if Priority::from_u8(h.priority).is_none() {
+        return Err(DecodeError::BadPriority(h.priority));
+    }
+    if h.flags & !KNOWN_FLAGS != 0 {
+        return Err(DecodeError::UnknownFlags(h.flags & !KNOWN_FLAGS));
+    }
+    if usize::from(h.payload_len) > capacity {
+        return Err(DecodeError::BadPayloadLength {
+            len: usize::from(h.payload_len),
+            capacity,
+        });
+    }
+    if h.flags & FLAG_HAS_PAYLOAD == 0 && h.payload_len != 0 {
+        return Err(DecodeError::BadPayloadLength {
+            len: usize::from(h.payload_len),
+            capacity: 0,
+        });
+    }
+    if usize::from(h.meta_len) > META_ENTRIES {
+        return Err(DecodeError::BadMetadataCount {
+            count: usize::from(h.meta_len),
+            max: META_ENTRIES,
+        });
+    }
+    if h.reserved != [0; 7] || h.reserved2 != 0 || h.reserved3 != [0; 8] {
+        return Err(DecodeError::ReservedNotZero);
+    }
+    Ok(())
 }
 
 /// What a payload type must implement to be archived into a slot: rkyv's `Serialize` for
@@ -547,7 +626,7 @@ mod tests {
         assert_eq!(core::mem::align_of::<Event>(), 64);
         assert_eq!(core::mem::size_of::<Event>(), 256);
         assert_eq!(core::mem::size_of::<Event<512>>(), 512);
-        assert_eq!(Event::<256>::PAYLOAD_CAPACITY, 160);
+        assert_eq!(Event::<256>::PAYLOAD_CAPACITY, 144);
     }
 
     #[test]
@@ -575,7 +654,7 @@ mod tests {
             err,
             PayloadError::TooLarge {
                 needed: 400,
-                capacity: 160
+                capacity: 144
             }
         );
         assert!(Event::<512>::new(EventType::AGENT_TASK)
@@ -648,6 +727,32 @@ mod tests {
             Event::<256>::from_bytes(&b).unwrap_err(),
             DecodeError::ReservedNotZero
         );
+        let mut b = *good.as_bytes();
+        b[HEADER_SIZE - 1] = 1;
+        assert_eq!(
+            Event::<256>::from_bytes(&b).unwrap_err(),
+            DecodeError::ReservedNotZero
+        );
+    }
+
+    #[test]
+    fn caused_by_links_to_the_cause_and_keeps_its_conversation() {
+        let mut root: Event = Event::new(EventType::AGENT_TASK);
+        root.stamp(7, AgentId(1), 0);
+        let reply: Event = Event::new(EventType::AGENT_STATUS).caused_by(root.header());
+        assert_eq!(reply.header().causation_id(), 7);
+        assert_eq!(
+            reply.header().correlation_id(),
+            7,
+            "the root starts the conversation"
+        );
+        let mut reply = reply;
+        reply.stamp(8, AgentId(2), 1);
+        let next: Event = Event::new(EventType::AGENT_STATUS).caused_by(reply.header());
+        assert_eq!(next.header().causation_id(), 8);
+        assert_eq!(next.header().correlation_id(), 7);
+        let back = Event::<256>::from_bytes(next.as_bytes()).unwrap();
+        assert_eq!(back.header().causation_id(), 8);
     }
 
     #[test]

@@ -94,6 +94,8 @@ mod envelope;
 mod error;
 mod event;
 mod intake;
+#[cfg(feature = "journal")]
+pub mod journal;
 mod lanes;
 mod mailbox;
 mod names;

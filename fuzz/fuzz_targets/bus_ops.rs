@@ -58,7 +58,7 @@ use arbitrary::Arbitrary;
 use dreamnet_bus::{
     AgentId, Balance, Bus, BusError, DeadReason, Draft, ErrorCode, Event, EventType, Filter,
     FullPolicy, GroupId, Jitter, ManualClock, Outcome, PayloadError, Priority, PublishError,
-    Publisher, RetryPolicy, RunMode, ScheduleToken, Shard, Subscription, SubscriptionId,
+    Publisher, RetryPolicy, ScheduleToken, Shard, Subscription, SubscriptionId,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -620,7 +620,6 @@ impl Harness {
         let log: Arc<Mutex<Vec<Tr>>> = Arc::default();
         let hook_log = Arc::clone(&log);
         let mut b = Bus::builder()
-            .mode(RunMode::Poll)
             .shards(nshards)
             .manual_clock(clock.clone())
             .starvation_guard(guard)
@@ -640,7 +639,7 @@ impl Harness {
         for (p, &cap) in Priority::ALL.iter().zip(&caps) {
             b = b.ring_capacity(*p, cap);
         }
-        let bus = b.build().expect("valid config");
+        let (bus, shards) = b.build_polled().expect("valid config");
         let agents: Vec<AgentId> = (0..AGENTS)
             .map(|i| bus.register_agent(&format!("agent-{i}")).unwrap())
             .collect();
@@ -648,12 +647,7 @@ impl Harness {
             assert_eq!(a.raw(), i as u32);
         }
         assert_eq!(bus.register_event_type("fuzz.custom").unwrap().raw(), 7);
-        let shards = bus.take_shards().expect("poll mode");
         assert_eq!(shards.len(), nshards);
-        assert!(matches!(
-            bus.take_shards(),
-            Err(BusError::ShardsUnavailable(_))
-        ));
         Harness {
             bus,
             clock,
@@ -1032,8 +1026,8 @@ impl Harness {
         let mut token = None;
         let result: Result<(u64, u32), String> = if s.in_place {
             let mut draft = Draft::new(ty(tyr))
-                .priority(prio)
-                .correlation_id(correlation);
+                .with_priority(prio)
+                .with_correlation_id(correlation);
             if let Some(d) = destination {
                 draft = draft.to(agent(d));
             }

@@ -15,8 +15,8 @@
 
 use arbitrary::Arbitrary;
 use dreamnet_bus::{
-    AgentId, BusError, DecodeError, Event, EventType, MetaKey, PayloadError, Priority, HEADER_SIZE,
-    META_ENTRIES,
+    AgentId, DecodeError, Event, EventType, MetaKey, MetadataFull, PayloadError, Priority,
+    HEADER_SIZE, META_ENTRIES,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -57,6 +57,8 @@ const OFF_META_LEN: usize = 56;
 const OFF_META_KEYS: usize = 64;
 const OFF_RESERVED2: usize = 70;
 const OFF_META_VALUES: usize = 72;
+const OFF_CAUSATION: usize = 96;
+const OFF_RESERVED3: usize = 104;
 const FLAG_HAS_PAYLOAD: u8 = 1;
 const FLAG_LOCAL: u8 = 2;
 const FLAG_SCHEDULED: u8 = 4;
@@ -106,7 +108,10 @@ fn expected<const SLOT: usize>(b: &[u8]) -> Result<(), DecodeError> {
             max: META_ENTRIES,
         });
     }
-    if b[57..64].iter().any(|x| *x != 0) || u16_at(b, OFF_RESERVED2) != 0 {
+    if b[57..64].iter().any(|x| *x != 0)
+        || u16_at(b, OFF_RESERVED2) != 0
+        || b[OFF_RESERVED3..HEADER_SIZE].iter().any(|x| *x != 0)
+    {
         return Err(DecodeError::ReservedNotZero);
     }
     Ok(())
@@ -153,6 +158,7 @@ fn raw<const SLOT: usize>(b: &[u8]) {
     assert_eq!(h.id(), u64_at(b, 0));
     assert_eq!(h.timestamp_ns(), u64_at(b, 8));
     assert_eq!(h.correlation_id(), u64_at(b, 16));
+    assert_eq!(h.causation_id(), u64_at(b, OFF_CAUSATION));
     let deadline = u64_at(b, 24);
     assert_eq!(h.deadline_ns(), (deadline != 0).then_some(deadline));
     assert_eq!(h.source().raw(), u32_at(b, OFF_SOURCE));
@@ -257,6 +263,7 @@ where
     assert_eq!(a.priority(), b.priority());
     assert_eq!(a.destination(), b.destination());
     assert_eq!(a.correlation_id(), b.correlation_id());
+    assert_eq!(a.causation_id(), b.causation_id());
     assert_eq!(a.deadline_ns(), b.deadline_ns());
     assert_eq!(a.attempts(), b.attempts());
     assert_eq!(a.has_payload(), b.has_payload());
@@ -317,6 +324,8 @@ fn structured(s: &Structured) {
     let mut e = Event::<256>::new(ty)
         .with_priority(priority)
         .with_correlation_id(s.correlation)
+        // Not a field of its own, so the committed corpus keeps decoding as before.
+        .with_causation_id(s.correlation.rotate_left(17))
         .with_deadline_ns(s.deadline);
     e.set_destination(dest);
     let h = e.header();
@@ -324,6 +333,7 @@ fn structured(s: &Structured) {
     assert_eq!(h.priority(), priority);
     assert_eq!(h.destination(), dest);
     assert_eq!(h.correlation_id(), s.correlation);
+    assert_eq!(h.causation_id(), s.correlation.rotate_left(17));
     assert_eq!(h.deadline_ns(), (s.deadline != 0).then_some(s.deadline));
     // Metadata: at most META_ENTRIES distinct keys, a known key is replaced.
     let mut model: Vec<(u16, u64)> = Vec::new();
@@ -337,7 +347,14 @@ fn structured(s: &Structured) {
             assert!(r.is_ok());
             model.push((key.raw(), v));
         } else {
-            assert_eq!(r, Err(BusError::MetadataFull { max: META_ENTRIES }));
+            assert_eq!(
+                r,
+                Err(MetadataFull {
+                    key,
+                    value: v,
+                    max: META_ENTRIES
+                })
+            );
         }
         let got: Vec<(u16, u64)> = e
             .header()

@@ -10,17 +10,16 @@ use std::time::Duration;
 use common::{drain_all, hits, new_log, poll_bus, record, Task};
 use dreamnet_bus::{
     Balance, Bus, BusError, ConfigError, DecodeError, Draft, Event, EventType, Filter, NameError,
-    Outcome, PayloadError, Priority, PublishError, RunMode, Subscription, MAX_NAME_LEN,
+    Outcome, PayloadError, Priority, PublishError, Shard, Subscription, MAX_NAME_LEN,
 };
 
 const NORMAL: usize = Priority::Normal as usize;
 
-fn small_ring_bus(shards: usize) -> Bus {
+fn small_ring_bus(shards: usize) -> (Bus, Vec<Shard>) {
     Bus::builder()
         .shards(shards)
-        .mode(RunMode::Poll)
         .ring_capacity_all(8)
-        .build()
+        .build_polled()
         .expect("poll bus")
 }
 
@@ -37,12 +36,11 @@ fn task(seq: u64) -> Event {
 
 #[test]
 fn full_ring_hands_the_same_event_back_and_resumes_after_a_drain() {
-    let bus = small_ring_bus(1);
+    let (bus, mut shards) = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
 
     for seq in 0..8 {
@@ -78,7 +76,7 @@ fn full_ring_hands_the_same_event_back_and_resumes_after_a_drain() {
         "the shard sees the same fill level"
     );
     assert_eq!(stats.delivered(), 0);
-    assert_eq!(p.counters().rejected_full.get(Priority::Normal), 1);
+    assert_eq!(p.stats().rejected_full[Priority::Normal.index()], 1);
 
     assert_eq!(shards[0].poll(usize::MAX), 9);
     p.try_publish(back).expect("room again after the drain");
@@ -102,11 +100,10 @@ fn full_ring_hands_the_same_event_back_and_resumes_after_a_drain() {
 
 #[test]
 fn publish_timeout_gives_the_event_back_as_timeout() {
-    let bus = small_ring_bus(1);
+    let (bus, _shards) = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     bus.subscribe(Filter::any(), |_| Outcome::Done)
         .expect("subscribe");
-    let _shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     for seq in 0..8 {
         p.try_publish(task(seq)).expect("room for 8");
@@ -126,7 +123,7 @@ fn publish_timeout_gives_the_event_back_as_timeout() {
 #[test]
 fn blocking_publish_waits_for_the_poller_and_loses_nothing() {
     const N: u64 = 2_000;
-    let bus = small_ring_bus(1);
+    let (bus, mut shards) = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let seen = Arc::new(AtomicU64::new(0));
     let in_order = Arc::new(AtomicU64::new(0));
@@ -141,7 +138,6 @@ fn blocking_publish_waits_for_the_poller_and_loses_nothing() {
         Outcome::Done
     })
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut shard = shards.pop().expect("one shard");
     let seen_by_poller = Arc::clone(&seen);
     let poller = std::thread::spawn(move || {
@@ -166,7 +162,7 @@ fn blocking_publish_waits_for_the_poller_and_loses_nothing() {
 
 #[test]
 fn try_publish_is_all_or_nothing_across_shards() {
-    let bus = small_ring_bus(2);
+    let (bus, mut shards) = small_ring_bus(2);
     let sender = bus.register_agent("sender").expect("agent");
     let openai = bus.register_agent("openai-assistant").expect("agent");
     let log = new_log();
@@ -182,7 +178,6 @@ fn try_publish_is_all_or_nothing_across_shards() {
         record(&log, 1),
     )
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
     // Fill shard 1's ring only, with direct traffic.
     for seq in 0..8 {
@@ -212,12 +207,11 @@ fn try_publish_is_all_or_nothing_across_shards() {
 
 #[test]
 fn batch_publish_publishes_the_prefix_that_fits_then_refuses() {
-    let bus = small_ring_bus(1);
+    let (bus, mut shards) = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let events: Vec<Event> = (0..10).map(task).collect();
     let receipt = p.try_publish_batch(&events).expect("a prefix fits");
@@ -237,9 +231,8 @@ fn batch_publish_publishes_the_prefix_that_fits_then_refuses() {
 
 #[test]
 fn events_nobody_wants_are_counted_unroutable_not_queued() {
-    let bus = small_ring_bus(1);
+    let (bus, _shards) = small_ring_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
-    let _shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     for seq in 0..20 {
         let r = p.try_publish(task(seq)).expect("accepted");
@@ -254,7 +247,7 @@ fn events_nobody_wants_are_counted_unroutable_not_queued() {
 
 #[test]
 fn bad_names_are_typed_errors() {
-    let bus = poll_bus(1);
+    let (bus, _shards) = poll_bus(1);
     let long = "a".repeat(MAX_NAME_LEN + 1);
     assert_eq!(
         bus.register_agent(""),
@@ -292,14 +285,14 @@ fn bad_names_are_typed_errors() {
 
 #[test]
 fn ids_from_another_bus_are_typed_errors_with_the_event() {
-    let other = poll_bus(1);
+    let (other, _other_shards) = poll_bus(1);
     for name in ["x", "y", "z"] {
         other.register_agent(name).expect("agent");
     }
     let foreign_agent = other.agent("z").expect("z");
     let foreign_type = other.register_event_type("custom.thing").expect("type");
 
-    let bus = poll_bus(1);
+    let (bus, _shards) = poll_bus(1);
     let agent = bus.register_agent("only").expect("agent");
     bus.subscribe(Filter::any(), |_| Outcome::Done)
         .expect("subscribe");
@@ -367,7 +360,7 @@ struct Big {
 #[test]
 fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
     let capacity = Event::<256>::PAYLOAD_CAPACITY;
-    assert_eq!(capacity, 160);
+    assert_eq!(capacity, 144);
     assert_eq!(
         Event::<256>::new(EventType::AGENT_TASK)
             .with_payload(&Big { bytes: [1; 400] })
@@ -377,11 +370,10 @@ fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
             capacity
         })
     );
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     bus.subscribe(Filter::any(), |_| Outcome::Done)
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     assert_eq!(
         p.try_publish_with(Draft::new(EventType::AGENT_TASK), &Big { bytes: [2; 400] }),
@@ -398,7 +390,7 @@ fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
     );
     // A payload that fits goes through the same in-place path.
     let r = p
-        .try_publish_with(Draft::new(EventType::AGENT_TASK), &[3u8; 160])
+        .try_publish_with(Draft::new(EventType::AGENT_TASK), &[3u8; 144])
         .expect("exactly the capacity fits");
     assert_eq!(r.shards, 1);
     assert_eq!(shards[0].poll(16), 1);
@@ -421,12 +413,11 @@ fn oversized_payload_is_too_large_with_sizes_and_publishes_nothing() {
 
 #[test]
 fn a_closed_bus_hands_events_back_and_refuses_control_calls() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     for seq in 0..3 {
         p.try_publish(task(seq)).expect("open");
@@ -462,7 +453,7 @@ fn a_closed_bus_hands_events_back_and_refuses_control_calls() {
 
 #[test]
 fn unsubscribing_twice_is_unknown_subscription() {
-    let bus = poll_bus(1);
+    let (bus, _shards) = poll_bus(1);
     let id = bus
         .subscribe(Filter::any(), |_| Outcome::Done)
         .expect("subscribe");
@@ -474,7 +465,7 @@ fn unsubscribing_twice_is_unknown_subscription() {
 
 #[test]
 fn bad_configurations_are_config_errors() {
-    let build = |b: dreamnet_bus::BusBuilder| b.mode(RunMode::Poll).build().map(|_| ());
+    let build = |b: dreamnet_bus::BusBuilder| b.build_polled().map(|_| ());
     assert_eq!(
         build(Bus::builder().ring_capacity_all(0)),
         Err(BusError::Config(ConfigError::Zero {
@@ -508,8 +499,8 @@ fn bad_configurations_are_config_errors() {
 }
 
 #[test]
-fn shards_are_taken_once_and_placement_is_checked() {
-    let bus = poll_bus(2);
+fn build_polled_returns_every_shard_and_placement_is_checked() {
+    let (bus, shards) = poll_bus(2);
     assert_eq!(
         bus.subscribe(Subscription::new(Filter::any()).on_shard(2), |_| {
             Outcome::Done
@@ -527,18 +518,9 @@ fn shards_are_taken_once_and_placement_is_checked() {
         ),
         Err(BusError::NoSuchShard { index: 7, .. })
     ));
-    let shards = bus.take_shards().expect("first take");
     assert_eq!(shards.len(), 2);
     assert_eq!(shards[1].index(), 1);
-    assert!(matches!(
-        bus.take_shards(),
-        Err(BusError::ShardsUnavailable(_))
-    ));
     let workers = Bus::builder().pinned(false).build().expect("worker bus");
-    assert!(matches!(
-        workers.take_shards(),
-        Err(BusError::ShardsUnavailable(_))
-    ));
     // A group id from another bus is unknown here.
     let g = bus
         .group("g1", Subscription::default(), Balance::RoundRobin)

@@ -178,7 +178,7 @@ fn after_unsubscribe_returns_the_handler_is_never_called_and_others_lose_nothing
 
 #[test]
 fn poll_mode_unsubscribe_applies_before_the_next_poll_dispatches() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     let leaving = bus
@@ -186,7 +186,6 @@ fn poll_mode_unsubscribe_applies_before_the_next_poll_dispatches() {
         .expect("subscribe");
     bus.subscribe(Filter::any(), record(&log, 1))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     for c in 0..5 {
         p.try_publish(Event::new(EventType::AGENT_TASK).with_correlation_id(c))
@@ -205,7 +204,8 @@ fn poll_mode_unsubscribe_applies_before_the_next_poll_dispatches() {
 /// while the shard is inside the `poll` that already applied its control messages.
 #[test]
 fn subscribe_from_a_handler_sees_events_published_after_it_returns() {
-    let bus = Arc::new(poll_bus(1));
+    let (bus, mut shards) = poll_bus(1);
+    let bus = Arc::new(bus);
     let agent = bus.register_agent("agent").expect("agent");
     let responses = Arc::new(AtomicU64::new(0));
     let publisher = Arc::new(Mutex::new(bus.publisher(agent).expect("publisher")));
@@ -234,7 +234,6 @@ fn subscribe_from_a_handler_sees_events_published_after_it_returns() {
         })
         .expect("subscribe");
     }
-    let mut shards = bus.take_shards().expect("shards");
     publisher
         .lock()
         .expect("publisher")

@@ -13,9 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{drain_all, hits, new_log, record};
-use dreamnet_bus::{
-    AgentId, Balance, Bus, Event, EventType, Filter, Priority, RunMode, Subscription,
-};
+use dreamnet_bus::{AgentId, Balance, Bus, Event, EventType, Filter, Priority, Subscription};
 use proptest::prelude::*;
 
 const TYPES: [EventType; 4] = [
@@ -146,11 +144,10 @@ fn check(
     groups: &[GroupSpec],
     events: &[EventSpec],
 ) -> Result<(), TestCaseError> {
-    let bus = Bus::builder()
+    let (bus, mut shard_handles) = Bus::builder()
         .shards(shards)
-        .mode(RunMode::Poll)
         .ring_capacity_all(64)
-        .build()
+        .build_polled()
         .expect("bus");
     let agents: Vec<AgentId> = (0..AGENTS)
         .map(|i| bus.register_agent(&format!("agent-{i}")).expect("agent"))
@@ -188,7 +185,6 @@ fn check(
             bus.unsubscribe(*id).expect("leave");
         }
     }
-    let mut shard_handles = bus.take_shards().expect("shards");
     let mut publishers: Vec<_> = agents[..PUBLISHERS]
         .iter()
         .map(|a| bus.publisher(*a).expect("publisher"))

@@ -4,14 +4,13 @@
 mod common;
 
 use common::{hits, new_log, record, Hit};
-use dreamnet_bus::{Bus, Event, EventType, Filter, Priority, Publisher, RunMode};
+use dreamnet_bus::{Bus, Event, EventType, Filter, Priority, Publisher, Shard};
 
-fn bus_with_guard(guard: u32, ring: usize) -> Bus {
+fn bus_with_guard(guard: u32, ring: usize) -> (Bus, Vec<Shard>) {
     Bus::builder()
-        .mode(RunMode::Poll)
         .starvation_guard(guard)
         .ring_capacity_all(ring)
-        .build()
+        .build_polled()
         .expect("poll bus")
 }
 
@@ -26,12 +25,11 @@ fn publish(p: &mut Publisher, prio: Priority, correlation: u64) {
 
 #[test]
 fn one_poll_delivers_critical_then_high_then_normal_then_low() {
-    let bus = bus_with_guard(64, 64);
+    let (bus, mut shards) = bus_with_guard(64, 64);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     // Published lowest first, so publish order and priority order disagree.
     for (i, prio) in Priority::ALL.iter().rev().enumerate() {
@@ -44,13 +42,12 @@ fn one_poll_delivers_critical_then_high_then_normal_then_low() {
 
 #[test]
 fn levels_drain_highest_first_and_each_level_in_publish_order() {
-    let bus = bus_with_guard(64, 64);
+    let (bus, mut shards) = bus_with_guard(64, 64);
     let a = bus.register_agent("a").expect("agent");
     let b = bus.register_agent("b").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut pa = bus.publisher(a).expect("publisher");
     let mut pb = bus.publisher(b).expect("publisher");
     // Interleave levels and publishers: correlation = level * 100 + n.
@@ -108,12 +105,11 @@ fn longest_wait(log: &[Hit], level: Priority) -> usize {
 #[test]
 fn low_priority_gets_its_share_under_critical_flood() {
     for guard in [1u32, 3, 8] {
-        let bus = bus_with_guard(guard, 128);
+        let (bus, mut shards) = bus_with_guard(guard, 128);
         let agent = bus.register_agent("sender").expect("agent");
         let log = new_log();
         bus.subscribe(Filter::any(), record(&log, 0))
             .expect("subscribe");
-        let mut shards = bus.take_shards().expect("shards");
         let mut p = bus.publisher(agent).expect("publisher");
         const LOWS: usize = 40;
         for n in 0..LOWS {
@@ -181,12 +177,11 @@ fn low_priority_gets_its_share_under_critical_flood() {
 #[test]
 fn every_lower_level_gets_its_share_when_all_levels_wait() {
     let guard = 3u32;
-    let bus = bus_with_guard(guard, 64);
+    let (bus, mut shards) = bus_with_guard(guard, 64);
     let agent = bus.register_agent("sender").expect("agent");
     let log = new_log();
     bus.subscribe(Filter::any(), record(&log, 0))
         .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     // Every level is refilled before every poll, so every level always waits.
     let mut c = 0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dreamnet_bus::{
     Bus, DeadLetter, DeadReason, ErrorCode, Event, EventType, Filter, FullPolicy, Jitter,
-    ManualClock, Outcome, Priority, RetryPolicy, RunMode, Shard, Status, Subscription,
+    ManualClock, Outcome, Priority, RetryPolicy, Shard, Status, Subscription,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -35,12 +35,10 @@ fn rig(retry: RetryPolicy) -> Rig {
 
 fn rig_with(builder: dreamnet_bus::BusBuilder) -> Rig {
     let clock = ManualClock::new();
-    let bus = builder
-        .mode(RunMode::Poll)
+    let (bus, shards) = builder
         .manual_clock(clock.clone())
-        .build()
+        .build_polled()
         .expect("bus");
-    let shards = bus.take_shards().expect("shards");
     Rig { bus, clock, shards }
 }
 

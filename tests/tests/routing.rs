@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::{delivery_set, drain_all, hits, new_log, poll_bus, record, Log};
 use dreamnet_bus::{
     Balance, Bus, Delivery, Envelope, ErrorCode, Event, EventType, Filter, Outcome, Priority,
-    Router, Status, Subscription, DEFAULT_SLOT,
+    Router, Shard, Status, Subscription, DEFAULT_SLOT,
 };
 
 fn event(ty: EventType, correlation: u64) -> Event {
@@ -19,7 +19,7 @@ fn event(ty: EventType, correlation: u64) -> Event {
 
 #[test]
 fn direct_event_reaches_only_subscriptions_for_its_agent_and_its_taps() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let sender = bus.register_agent("sender").expect("agent");
     let openai = bus.register_agent("openai-assistant").expect("agent");
     let lucid = bus.register_agent("dreamnet-lucid").expect("agent");
@@ -46,7 +46,6 @@ fn direct_event_reaches_only_subscriptions_for_its_agent_and_its_taps() {
         record(&log, 4),
     )
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
 
     let receipt = p
@@ -90,7 +89,7 @@ fn direct_event_reaches_only_subscriptions_for_its_agent_and_its_taps() {
 
 #[test]
 fn broadcast_reaches_every_matching_subscription_on_every_shard() {
-    let bus = poll_bus(3);
+    let (bus, mut shards) = poll_bus(3);
     let sender = bus.register_agent("sender").expect("agent");
     let log = new_log();
     for shard in 0..3 {
@@ -110,7 +109,6 @@ fn broadcast_reaches_every_matching_subscription_on_every_shard() {
         record(&log, 20),
     )
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
 
     let receipt = p
@@ -158,7 +156,7 @@ fn broadcast_reaches_every_matching_subscription_on_every_shard() {
 
 #[test]
 fn filters_select_by_type_source_priority_and_predicate() {
-    let bus = poll_bus(2);
+    let (bus, mut shards) = poll_bus(2);
     let alpha = bus.register_agent("alpha").expect("agent");
     let beta = bus.register_agent("beta").expect("agent");
     let log = new_log();
@@ -175,7 +173,6 @@ fn filters_select_by_type_source_priority_and_predicate() {
     for (i, f) in subs.into_iter().enumerate() {
         bus.subscribe(f, record(&log, i)).expect("subscribe");
     }
-    let mut shards = bus.take_shards().expect("shards");
     let mut pa = bus.publisher(alpha).expect("publisher");
     let mut pb = bus.publisher(beta).expect("publisher");
 
@@ -244,7 +241,7 @@ fn member_of_each(log: &Log, events: u64) -> Vec<usize> {
 
 #[test]
 fn round_robin_group_gives_each_event_to_exactly_one_member_in_turn() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let sender = bus.register_agent("sender").expect("agent");
     let group_log = new_log();
     let plain_log = new_log();
@@ -263,7 +260,6 @@ fn round_robin_group_gives_each_event_to_exactly_one_member_in_turn() {
         record(&plain_log, 9),
     )
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
     for c in 1..=30 {
         p.try_publish(event(EventType::AGENT_TASK, c))
@@ -291,7 +287,7 @@ fn round_robin_group_gives_each_event_to_exactly_one_member_in_turn() {
 
 #[test]
 fn least_loaded_group_sends_each_event_once_to_the_member_with_fewest() {
-    let bus = poll_bus(2);
+    let (bus, mut shards) = poll_bus(2);
     let sender = bus.register_agent("sender").expect("agent");
     let log = new_log();
     let group = bus
@@ -304,7 +300,6 @@ fn least_loaded_group_sends_each_event_once_to_the_member_with_fewest() {
     for m in 0..3 {
         bus.join(group, record(&log, m)).expect("join");
     }
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
     for c in 1..=30 {
         p.try_publish(event(EventType::AGENT_TASK, c))
@@ -329,7 +324,7 @@ fn least_loaded_group_sends_each_event_once_to_the_member_with_fewest() {
 
 #[test]
 fn group_for_an_agent_takes_its_direct_traffic_once_per_event() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let sender = bus.register_agent("sender").expect("agent");
     let openai = bus.register_agent("openai-assistant").expect("agent");
     let lucid = bus.register_agent("dreamnet-lucid").expect("agent");
@@ -347,7 +342,6 @@ fn group_for_an_agent_takes_its_direct_traffic_once_per_event() {
         bus.group("openai-pool", Subscription::default(), Balance::RoundRobin),
         Err(dreamnet_bus::BusError::GroupExists(name)) if name == "openai-pool"
     ));
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
     for c in 1..=4 {
         p.try_publish(event(EventType::AGENT_TASK, c).to(openai))
@@ -365,7 +359,7 @@ fn group_for_an_agent_takes_its_direct_traffic_once_per_event() {
 
 #[test]
 fn group_members_that_leave_get_nothing_more_and_the_rest_share() {
-    let bus = poll_bus(1);
+    let (bus, mut shards) = poll_bus(1);
     let sender = bus.register_agent("sender").expect("agent");
     let log = new_log();
     let group = bus
@@ -374,7 +368,6 @@ fn group_members_that_leave_get_nothing_more_and_the_rest_share() {
     let ids: Vec<_> = (0..3)
         .map(|m| bus.join(group, record(&log, m)).expect("join"))
         .collect();
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(sender).expect("publisher");
     bus.unsubscribe(ids[1]).expect("leave");
     for c in 1..=10 {
@@ -396,7 +389,7 @@ fn group_members_that_leave_get_nothing_more_and_the_rest_share() {
 }
 
 /// Events as a bus stamps them (source, id), to route with a standalone `Router`.
-fn stamped_events(bus: &Bus, from: &str, to: &str) -> (Event, Event) {
+fn stamped_events(bus: &Bus, shards: &mut [Shard], from: &str, to: &str) -> (Event, Event) {
     let source = bus.register_agent(from).expect("agent");
     let dest = bus.register_agent(to).expect("agent");
     // (A handler's panic is caught by the bus, so handlers record and the test asserts.)
@@ -412,13 +405,12 @@ fn stamped_events(bus: &Bus, from: &str, to: &str) -> (Event, Event) {
         },
     )
     .expect("subscribe");
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(source).expect("publisher");
     p.try_publish(event(EventType::AGENT_TASK, 1))
         .expect("publish");
     p.try_publish(event(EventType::AGENT_TASK, 2).to(dest))
         .expect("publish");
-    assert_eq!(drain_all(&mut shards), 2);
+    assert_eq!(drain_all(shards), 2);
     let seen = seen.lock().expect("lock");
     assert_eq!(seen.len(), 2, "both events reach the subscription");
     // What a bus handler sees: processing, first attempt, the routing path.
@@ -434,8 +426,9 @@ fn stamped_events(bus: &Bus, from: &str, to: &str) -> (Event, Event) {
 
 #[test]
 fn standalone_router_routes_and_returns_the_spec_envelope() {
-    let bus = poll_bus(1);
-    let (broadcast, direct) = stamped_events(&bus, "dreamnet-lucid", "openai-assistant");
+    let (bus, mut shards) = poll_bus(1);
+    let (broadcast, direct) =
+        stamped_events(&bus, &mut shards, "dreamnet-lucid", "openai-assistant");
     let lucid = bus.agent("dreamnet-lucid").expect("registered");
     let openai = bus.agent("openai-assistant").expect("registered");
 
@@ -508,8 +501,8 @@ fn standalone_router_routes_and_returns_the_spec_envelope() {
 #[test]
 fn standalone_router_marks_failures_with_the_last_error_and_keeps_routing() {
     common::quiet_deliberate_panics();
-    let bus = poll_bus(1);
-    let (broadcast, _) = stamped_events(&bus, "dreamnet-lucid", "openai-assistant");
+    let (bus, mut shards) = poll_bus(1);
+    let (broadcast, _) = stamped_events(&bus, &mut shards, "dreamnet-lucid", "openai-assistant");
     let error = Event::new(EventType::AGENT_ERROR);
     let health = Event::new(EventType::SYSTEM_HEALTH);
 

@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 
 use dreamnet_bus::{
     Bus, Delivery, Draft, Event, EventType, Filter, Outcome, Priority, PublishError, Publisher,
-    RunMode, Subscription, DEFAULT_SLOT,
+    Subscription, DEFAULT_SLOT,
 };
-use dreamnet_bus_tests::counting_alloc::{allocations_during, first_sizes, CountingAlloc};
 
-// The workspace's one counting allocator (tests/src/counting_alloc.rs): every allocation
-// on every thread inside an `allocations_during` window counts.
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+mod alloc_counter;
+use alloc_counter::{allocations_during, first_sizes};
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Reading {
@@ -112,10 +109,9 @@ const WARM_UP: u64 = 2_000;
 const CYCLES: u64 = 100_000;
 
 fn poll_mode_cycles_allocate_nothing() {
-    let bus = Bus::builder().mode(RunMode::Poll).build().expect("bus");
+    let (bus, mut shards) = Bus::builder().build_polled().expect("bus");
     let agent = bus.register_agent("zero-alloc-poll").expect("agent");
     let seen = subscribe_readers(&bus, 1);
-    let mut shards = bus.take_shards().expect("shards");
     let mut p = bus.publisher(agent).expect("publisher");
     let mut seq = 0;
     let mut cycle = |p: &mut Publisher, seq: &mut u64| {

@@ -4,9 +4,7 @@
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
-use dreamnet_bus::{
-    AgentId, Bus, Delivery, EventType, Outcome, Priority, RunMode, Shard, DEFAULT_SLOT,
-};
+use dreamnet_bus::{AgentId, Bus, Delivery, EventType, Outcome, Priority, Shard, DEFAULT_SLOT};
 
 /// A task payload: archived into the slot with rkyv, read back zero copy.
 #[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +73,11 @@ pub fn clear(log: &Log) {
     log.lock().expect("log lock poisoned").clear();
 }
 
-/// A poll-mode bus with `shards` shards.
-pub fn poll_bus(shards: usize) -> Bus {
+/// A poll-mode bus with `shards` shards, and the shards (the caller's loop polls them).
+pub fn poll_bus(shards: usize) -> (Bus, Vec<Shard>) {
     Bus::builder()
         .shards(shards)
-        .mode(RunMode::Poll)
-        .build()
+        .build_polled()
         .expect("a poll-mode bus builds")
 }
 
