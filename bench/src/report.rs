@@ -693,22 +693,30 @@ fn json_returned(r: &Returned) -> String {
     )
 }
 
-/// The whole JSON document: `config` (already JSON), the runs, and the ratios when two
-/// runs are compared.
-pub fn json(config: &str, runs: &[RunReport]) -> String {
-    let mut s = format!("{{\"config\":{config},\"runs\":[");
+/// The whole JSON document: `config` (already JSON), the headline (already JSON), the
+/// runs, and for each `(ours, theirs)` pair of run indices (the same workload and phase
+/// on two buses) the ratios ours/theirs, in `ratios`.
+pub fn json(config: &str, headline: &str, runs: &[RunReport], pairs: &[(usize, usize)]) -> String {
+    let mut s = format!("{{\"config\":{config},\"headline\":{headline},\"runs\":[");
     for (i, r) in runs.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
         s.push_str(&json_run(r));
     }
-    s.push(']');
-    if let [ours, theirs] = runs {
-        let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    s.push_str("],\"ratios\":[");
+    let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    for (n, &(a, b)) in pairs.iter().enumerate() {
+        let (ours, theirs) = (&runs[a], &runs[b]);
+        if n > 0 {
+            s.push(',');
+        }
         let _ = write!(
             s,
-            ",\"ratios\":{{\"published_per_s\":{},\"delivered_per_s\":{},\"p50\":{},\"p99\":{},\"p99_9\":{}}}",
+            "{{\"ours\":{},\"theirs\":{},\"open_loop\":{},\"published_per_s\":{},\"delivered_per_s\":{},\"p50\":{},\"p99\":{},\"p99_9\":{}}}",
+            a,
+            b,
+            ours.open_loop,
             jn(ratio(ours.published_per_s(), theirs.published_per_s())),
             jn(ratio(ours.delivered_per_s(), theirs.delivered_per_s())),
             jn(ratio(q(&ours.overall, 0.5), q(&theirs.overall, 0.5))),
@@ -716,7 +724,7 @@ pub fn json(config: &str, runs: &[RunReport]) -> String {
             jn(ratio(q(&ours.overall, 0.999), q(&theirs.overall, 0.999))),
         );
     }
-    s.push('}');
+    s.push_str("]}");
     s
 }
 

@@ -2,21 +2,26 @@
 //!
 //! ```text
 //! cargo run --release --bin loadgen
-//! cargo run --release --bin loadgen -- --compare --duration 5
+//! cargo run --release --bin loadgen -- --compare --duration 2 --plot latency.svg
 //! cargo run --release --bin loadgen -- --mode open --rate 1000000 --pin
 //! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
 
+use std::error::Error;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use dreamnet_bus::WaitStrategy;
 use dreamnet_bus_bench::alloc::CountingAlloc;
+use dreamnet_bus_bench::disruptor_peer::{self, Variant};
+use dreamnet_bus_bench::headline::{self, Line};
+use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus_bench::{baseline, dreamnet, report};
+use dreamnet_bus_bench::{baseline, dreamnet, plot, report};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
 #[global_allocator]
@@ -27,6 +32,10 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// load-balanced round-robin and least-loaded); prints throughput, publish->handler
 /// latency percentiles per priority, allocations per event, and a conservation check of
 /// every event and every delivery.
+///
+/// By default it runs twice: closed loop for the saturation throughput, then open loop at
+/// half of it for the latency, and ends with a headline of both (--compare adds the
+/// channel bus and the disruptor to it, --plot draws the latency distributions).
 ///
 /// Exit status: 0 when every count adds up, 2 when a conservation check fails, 1 on error.
 #[derive(Debug, Parser)]
@@ -54,8 +63,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     producers: usize,
 
-    /// closed: publish as fast as the bus accepts (throughput; latency then includes the
-    /// time spent queued behind a full ring). open: publish at a fixed --rate.
+    /// auto (the default): closed loop first, for the saturation throughput, then open
+    /// loop at --load of the saturation just measured, for latency that means something
+    /// (closed-loop latency is mostly time queued behind a full ring). closed: publish as
+    /// fast as the bus accepts (throughput). open: publish at a fixed --rate.
     ///
     /// Open-loop latency is corrected for coordinated omission by intended-time stamping:
     /// event i of a producer is due at start + i / rate; its due time travels in the
@@ -64,17 +75,30 @@ struct Args {
     /// back-fills synthetic samples from one expected interval per recorder, but here
     /// each handler sees an irregular subset of several producers' events, so it has no
     /// single interval to assume, while the due time is exact.
-    #[arg(long, value_enum, default_value_t = LoopMode::Closed, verbatim_doc_comment)]
+    #[arg(long, value_enum, default_value_t = LoopMode::Auto, verbatim_doc_comment)]
     mode: LoopMode,
 
     /// Events per second for --mode open, all producers together.
     #[arg(long)]
     rate: Option<f64>,
 
-    /// Also run the same workload on a baseline channel bus (bounded crossbeam-channel of
-    /// boxed events + HashMap dispatch on one consumer thread) and print ours/theirs ratios.
+    /// --mode auto: the open-loop phase runs at this share (0..=1) of the saturation the
+    /// closed-loop phase measured.
+    #[arg(long, default_value_t = 0.5)]
+    load: f64,
+
+    /// Also run the baselines and print ours/theirs ratios: the same workload on a channel
+    /// bus (bounded crossbeam-channel of boxed events + HashMap dispatch on one consumer
+    /// thread), and the disruptor as its users write it (one producer, one BusySpin
+    /// consumer, a closure handler; the producer writes one u64, or a whole 256-byte slot).
+    /// Each runs the same phases as dreamnet-bus, at its own saturation.
     #[arg(long)]
     compare: bool,
+
+    /// Write the open-loop latency percentile distribution of every implementation run
+    /// to this SVG file (log percentile axis, like HdrHistogram's plotter).
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
@@ -156,6 +180,7 @@ enum DeadPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LoopMode {
+    Auto,
     Closed,
     Open,
 }
@@ -180,7 +205,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs what `args` asks; `Ok(false)` when a conservation check failed.
-fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
+fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let opts = options(args)?;
     let (slot, archived) = dreamnet::slot_for(opts.payload).ok_or_else(|| {
         format!(
@@ -188,31 +213,139 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             opts.payload
         )
     })?;
-    let header = describe(&opts, slot, archived);
     if !args.json {
-        println!("{header}");
+        println!("{}", describe(&opts, args, slot, archived));
     }
-    let mut runs = vec![dreamnet::run(&opts, slot)?];
+    let load = (args.mode == LoopMode::Auto).then_some(args.load);
+    let mut runs = Vec::new();
+    let mut lines = Vec::new();
+    let ours = phases(&opts, load, RunReport::published_per_s, |o| {
+        dreamnet::run(o, slot)
+    })?;
+    lines.push(Line::of_runs(
+        "dreamnet-bus (workload)",
+        ours.0.as_ref(),
+        ours.1.as_ref(),
+    ));
+    runs.extend(ours.0.into_iter().chain(ours.1));
     if args.compare {
-        runs.push(baseline::run(&opts, baseline_capacity(&opts))?);
+        let capacity = baseline_capacity(&opts);
+        let theirs = phases(&opts, load, RunReport::published_per_s, |o| {
+            baseline::run(o, capacity)
+        })?;
+        lines.push(Line::of_runs(
+            "channel bus (workload)",
+            theirs.0.as_ref(),
+            theirs.1.as_ref(),
+        ));
+        runs.extend(theirs.0.into_iter().chain(theirs.1));
+        for variant in [Variant::Word, Variant::Slot256] {
+            let (closed, open) = phases(
+                &opts,
+                load,
+                |r: &disruptor_peer::PeerRun| r.per_s,
+                |o| disruptor_peer::run(o, variant),
+            )?;
+            lines.push(Line::of_peer(closed.as_ref(), open.as_ref()));
+        }
     }
     if !dreamnet_bus_bench::alloc::installed() {
         eprintln!("loadgen: the counting allocator is not installed; allocation counts are 0");
     }
     if args.json {
+        let config = config_json(args, slot, archived);
+        let pairs = compared_pairs(runs.len(), args.compare);
         println!(
             "{}",
-            report::json(&config_json(args, slot, archived), &runs)
+            report::json(&config, &headline::json(&lines), &runs, &pairs)
         );
     } else {
-        for r in &runs {
-            println!("\n{}", report::text(r));
-        }
-        if let [ours, theirs] = &runs[..] {
-            println!("{}", report::compare_text(ours, theirs));
+        print_text(&runs, &lines, load, args.compare);
+    }
+    if let Some(path) = &args.plot {
+        write_plot(path, &lines, &runs)?;
+        if !args.json {
+            println!("latency percentile plot written to {}", path.display());
         }
     }
-    Ok(runs.iter().all(report::RunReport::ok))
+    Ok(runs.iter().all(RunReport::ok))
+}
+
+/// The run's phases: in auto mode (`load` given) closed loop, then open loop at `load` of
+/// the saturation `rate_of` reads from the closed run; otherwise the one mode `opts` asks.
+fn phases<R>(
+    opts: &Options,
+    load: Option<f64>,
+    rate_of: impl Fn(&R) -> f64,
+    mut run: impl FnMut(&Options) -> Result<R, Box<dyn Error>>,
+) -> Result<(Option<R>, Option<R>), Box<dyn Error>> {
+    let Some(load) = load else {
+        let r = run(opts)?;
+        return Ok(match opts.mode {
+            Mode::Closed => (Some(r), None),
+            Mode::Open { .. } => (None, Some(r)),
+        });
+    };
+    let closed = run(&Options {
+        mode: Mode::Closed,
+        ..opts.clone()
+    })?;
+    let rate = load * rate_of(&closed);
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(
+            format!("the closed-loop phase measured no throughput ({rate} events/s)").into(),
+        );
+    }
+    let open = run(&Options {
+        mode: Mode::Open { rate },
+        ..opts.clone()
+    })?;
+    Ok((Some(closed), Some(open)))
+}
+
+/// The same-workload comparisons, phase by phase, as (ours, theirs) run indices: with
+/// `--compare` the runs are ours (one per phase) then the channel bus's.
+fn compared_pairs(runs: usize, compare: bool) -> Vec<(usize, usize)> {
+    if !compare || !runs.is_multiple_of(2) {
+        return Vec::new();
+    }
+    let half = runs / 2;
+    (0..half).map(|i| (i, i + half)).collect()
+}
+
+fn print_text(runs: &[RunReport], lines: &[Line], load: Option<f64>, compare: bool) {
+    for r in runs {
+        println!("\n{}", report::text(r));
+    }
+    for (a, b) in compared_pairs(runs.len(), compare) {
+        println!("{}", report::compare_text(&runs[a], &runs[b]));
+    }
+    println!("{}", headline::text(lines, load));
+    if lines.len() > 2 {
+        println!("  the disruptor lines are one producer -> one closure handler (no routing): the floor, not the same workload");
+    }
+}
+
+/// The plot: open-loop latency of every implementation; closed-loop latency (labelled
+/// so) when the run had no open phase.
+fn write_plot(
+    path: &std::path::Path,
+    lines: &[Line],
+    runs: &[RunReport],
+) -> Result<(), Box<dyn Error>> {
+    let mut series: Vec<(String, &hdrhistogram::Histogram<u64>)> = lines
+        .iter()
+        .filter_map(|l| l.latency.as_ref().map(|h| (l.label.clone(), h)))
+        .collect();
+    let mut title = "latency by percentile, open loop (due time -> handler)".to_owned();
+    if series.is_empty() {
+        series = runs
+            .iter()
+            .map(|r| (format!("{} (closed loop)", r.label), &r.overall))
+            .collect();
+        title = "latency by percentile, closed loop (publish stamp -> handler)".to_owned();
+    }
+    plot::write_svg(path, &title, &series)
 }
 
 fn options(args: &Args) -> Result<Options, String> {
@@ -227,8 +360,12 @@ fn options(args: &Args) -> Result<Options, String> {
     if args.producers == 0 || args.producers > 64 {
         return Err("--producers must be in 1..=64".into());
     }
+    if !(args.load > 0.0 && args.load <= 1.0) {
+        return Err("--load must be in (0, 1]".into());
+    }
     let mode = match (args.mode, args.rate) {
-        (LoopMode::Closed, None) => Mode::Closed,
+        (LoopMode::Auto | LoopMode::Closed, None) => Mode::Closed,
+        (LoopMode::Auto, Some(_)) => return Err("--rate needs --mode open".into()),
         (LoopMode::Closed, Some(_)) => return Err("--rate needs --mode open".into()),
         (LoopMode::Open, Some(rate)) if rate.is_finite() && rate > 0.0 => Mode::Open { rate },
         (LoopMode::Open, _) => return Err("--mode open needs --rate <events/s> > 0".into()),
@@ -334,10 +471,14 @@ fn baseline_capacity(opts: &Options) -> usize {
     per_lane_set * publishers * opts.shards
 }
 
-fn describe(opts: &Options, slot: usize, archived: usize) -> String {
-    let mode = match opts.mode {
-        Mode::Closed => "closed loop".to_owned(),
-        Mode::Open { rate } => format!("open loop at {rate:.0} events/s"),
+fn describe(opts: &Options, args: &Args, slot: usize, archived: usize) -> String {
+    let mode = match (args.mode, opts.mode) {
+        (LoopMode::Auto, _) => format!(
+            "closed loop, then open loop at {:.0} % of the saturation it measured,",
+            args.load * 100.0
+        ),
+        (_, Mode::Closed) => "closed loop".to_owned(),
+        (_, Mode::Open { rate }) => format!("open loop at {rate:.0} events/s"),
     };
     let handlers: usize = SUBSCRIPTIONS.iter().map(|s| s.members()).sum();
     format!(
@@ -371,9 +512,11 @@ fn describe(opts: &Options, slot: usize, archived: usize) -> String {
 fn config_json(args: &Args, slot: usize, archived: usize) -> String {
     let q = report::json_string;
     format!(
-        "{{\"mode\":{},\"rate\":{},\"duration_s\":{},\"warmup_s\":{},\"shards\":{},\"pin\":{},\"producers\":{},\"payload\":{},\"archived_payload\":{archived},\"slot\":{slot},\"wait\":{},\"fail_rate\":{},\"retry_rate\":{},\"retries_per_event\":{},\"panic_rate\":{},\"inject_into\":{},\"max_attempts\":{},\"retry_base_us\":{},\"timer_capacity\":{},\"dead_letters\":{},\"dead_letter_policy\":{},\"idle_timeout_s\":{}}}",
+        "{{\"mode\":{},\"rate\":{},\"load\":{},\"compare\":{},\"duration_s\":{},\"warmup_s\":{},\"shards\":{},\"pin\":{},\"producers\":{},\"payload\":{},\"archived_payload\":{archived},\"slot\":{slot},\"wait\":{},\"fail_rate\":{},\"retry_rate\":{},\"retries_per_event\":{},\"panic_rate\":{},\"inject_into\":{},\"max_attempts\":{},\"retry_base_us\":{},\"timer_capacity\":{},\"dead_letters\":{},\"dead_letter_policy\":{},\"idle_timeout_s\":{}}}",
         q(&format!("{:?}", args.mode).to_lowercase()),
         args.rate.map_or_else(|| "null".to_owned(), |r| r.to_string()),
+        args.load,
+        args.compare,
         args.duration,
         args.warmup,
         args.shards,
