@@ -4,8 +4,8 @@
 //! every thread inside an `allocations_during` window counts.
 #![allow(dead_code, unused_imports)]
 
-pub use dreamnet_bus_tests::counting_alloc::{allocations_during, first_sizes};
 use dreamnet_bus_tests::counting_alloc::CountingAlloc;
+pub use dreamnet_bus_tests::counting_alloc::{allocations_during, first_sizes};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
