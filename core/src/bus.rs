@@ -28,9 +28,15 @@ use crate::subscription::{Balance, Delivery, GroupId, Subscription, Subscription
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
+mod paced;
+mod shield;
+pub(crate) use paced::Pacer;
+pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
+pub use shield::{ShieldStats, SHIELD_AGENT};
+
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]
-struct Plane {
+pub(crate) struct Plane {
     names: Names,
     subscriptions: HashMap<SubscriptionId, SubRecord>,
     groups: HashMap<String, GroupId>,
@@ -54,14 +60,17 @@ struct GroupRecord {
 /// An in-process event bus. See the crate documentation for the picture and the contract.
 pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
-    /// Control-plane bookkeeping (names, subscriptions, groups), under one lock.
-    plane: Mutex<Plane>,
+    /// Control-plane bookkeeping (names, subscriptions, groups), under one lock. In an
+    /// `Arc` so a paced redrive (`bus/paced.rs`) can route letters from a shard's thread.
+    plane: Arc<Mutex<Plane>>,
     /// Each shard's counters (for `stats`).
     shard_counters: Vec<SharedCounters>,
     /// Each shard's progress through its control messages (for `unsubscribe`).
     shard_progress: Vec<Arc<ShardProgress>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
+    /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
+    alert_publisher: shield::AlertPublisher<SLOT>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -83,9 +92,7 @@ impl Bus<DEFAULT_SLOT> {
 
 impl<const SLOT: usize> Bus<SLOT> {
     fn plane(&self) -> MutexGuard<'_, Plane> {
-        // Control-plane operations finish their updates before anything can panic, so
-        // the state behind a poisoned lock is consistent.
-        self.plane.lock().unwrap_or_else(|p| p.into_inner())
+        lock_plane(&self.plane)
     }
 
     /// A builder for a bus with `SLOT`-byte slots.
@@ -104,12 +111,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
         let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
         let names = Names::new();
-        let dead_letters = Arc::new(DeadLetters::new(
-            config.dead_letter_capacity,
-            config.dead_letter_policy,
-            hook,
-        ));
-        let schedule = Arc::new(Schedule::with_capacity(config.timer_capacity));
+        let oom = |what| move |_| BusError::OutOfMemory { what };
+        let dead_letters = Arc::new(
+            DeadLetters::try_new(config.dead_letter_capacity, config.dead_letter_policy, hook)
+                .map_err(oom("dead-letter ring"))?,
+        );
+        let schedule = Arc::new(
+            Schedule::try_with_capacity(config.timer_capacity).map_err(oom("schedule table"))?,
+        );
         let redrives: Vec<Arc<RedriveQueue<SLOT>>> = (0..n)
             .map(|_| Arc::new(RedriveQueue::new(config.dead_letter_capacity)))
             .collect();
@@ -127,15 +136,16 @@ impl<const SLOT: usize> Bus<SLOT> {
             .enumerate()
             .map(|(i, inbox)| {
                 let c = &shared.config;
-                let retries = Retries::new(
+                let retries = Retries::try_new(
                     c,
                     Arc::clone(&dead_letters),
                     Arc::clone(&schedule),
                     i,
                     Arc::clone(&shard_counters[i]),
                     shared.clock.now_ns(),
-                );
-                Shard::new(
+                )
+                .map_err(oom("timer wheel"))?;
+                Ok(Shard::new(
                     i,
                     Router::new().with_default_retry(c.retry),
                     inbox,
@@ -145,19 +155,20 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, BusError>>()?;
         let mut bus = Bus {
             shared,
-            plane: Mutex::new(Plane {
+            plane: Arc::new(Mutex::new(Plane {
                 names,
                 ..Plane::default()
-            }),
+            })),
             shard_counters,
             shard_progress,
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
+            alert_publisher: Mutex::new(None),
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),
@@ -289,6 +300,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                 max: MAX_PUBLISHERS,
             });
         }
+        check_publisher_budget::<SLOT>(&self.shared.config, &plane.publishers)?;
+        self.shared.shield.prepare(agent);
         let n = self.shared.config.shards;
         let counters = Arc::new(PublisherCounters::new(n));
         plane.publishers.push(Arc::clone(&counters));
@@ -343,6 +356,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
+        self.police_subscription(&subscription)?;
         let mut plane = self.plane();
         let shard = self.place(&mut plane, &subscription)?;
         let footprint = footprint(&subscription, shard);
@@ -413,6 +427,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
+        self.police_subscription(&subscription)?;
         let mut plane = self.plane();
         if plane.groups.contains_key(name) {
             return Err(BusError::GroupExists(name.to_owned()));
@@ -592,53 +607,12 @@ impl<const SLOT: usize> Bus<SLOT> {
         &self,
         max: usize,
         target: Option<SubscriptionId>,
-        mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+        select: impl FnMut(&DeadLetter<SLOT>) -> bool,
     ) -> Result<usize, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
-        let plane = self.plane();
-        if let Some(t) = target {
-            if !plane.subscriptions.contains_key(&t) {
-                return Err(BusError::UnknownSubscription(t));
-            }
-        }
-        // Where each letter goes: its (or the target's) subscription's shard, or, for a
-        // letter without one, the first shard its event routes to now.
-        let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
-            match target.or(letter.subscription) {
-                Some(id) => plane
-                    .subscriptions
-                    .get(&id)
-                    .map(|r| (r.footprint.shard, Some(id))),
-                None => {
-                    let h = letter.event.header();
-                    let mask = self
-                        .shared
-                        .targets
-                        .for_event(h.event_type(), h.destination());
-                    (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
-                }
-            }
-        };
-        let redrives = &self.shared.redrives;
-        let sent = self.shared.dead_letters.take_where(
-            max,
-            |letter| {
-                select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full())
-            },
-            |letter| {
-                if let Some((s, subscription)) = shard_of(&letter) {
-                    // Checked not full above, and only the bus pushes to this queue, under
-                    // the plane lock: the push succeeds.
-                    let _ = redrives[s].push(Redrive {
-                        event: letter.event,
-                        subscription,
-                    });
-                }
-            },
-        );
-        Ok(sent)
+        redrive_letters(&self.shared, &self.plane, max, target, select)
     }
 
     /// Cancels a scheduled event. True if it had not yet fired on every shard it went to
@@ -750,6 +724,82 @@ impl<const SLOT: usize> Drop for Bus<SLOT> {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Locks the control plane. Control-plane operations finish their updates before anything
+/// can panic, so the state behind a poisoned lock is consistent.
+fn lock_plane(plane: &Mutex<Plane>) -> MutexGuard<'_, Plane> {
+    plane.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Moves up to `max` dead letters that `select` picks to the redrive queues of the shards
+/// they go to (see [`Bus::redrive`]); `target` redirects them all to one subscription.
+/// Used by `redrive` and by paced redrives (`bus/paced.rs`, from a shard's thread).
+pub(crate) fn redrive_letters<const SLOT: usize>(
+    shared: &Shared<SLOT>,
+    plane: &Mutex<Plane>,
+    max: usize,
+    target: Option<SubscriptionId>,
+    mut select: impl FnMut(&DeadLetter<SLOT>) -> bool,
+) -> Result<usize, BusError> {
+    let plane = lock_plane(plane);
+    if let Some(t) = target {
+        if !plane.subscriptions.contains_key(&t) {
+            return Err(BusError::UnknownSubscription(t));
+        }
+    }
+    // Where each letter goes: its (or the target's) subscription's shard, or, for a
+    // letter without one, the first shard its event routes to now.
+    let shard_of = |letter: &DeadLetter<SLOT>| -> Option<(usize, Option<SubscriptionId>)> {
+        match target.or(letter.subscription) {
+            Some(id) => plane
+                .subscriptions
+                .get(&id)
+                .map(|r| (r.footprint.shard, Some(id))),
+            None => {
+                let h = letter.event.header();
+                let mask = shared.targets.for_event(h.event_type(), h.destination());
+                (mask != 0).then(|| (mask.trailing_zeros() as usize, None))
+            }
+        }
+    };
+    let redrives = &shared.redrives;
+    let sent = shared.dead_letters.take_where(
+        max,
+        |letter| select(letter) && shard_of(letter).is_some_and(|(s, _)| !redrives[s].is_full()),
+        |letter| {
+            if let Some((s, subscription)) = shard_of(&letter) {
+                // Checked not full above, and only this function pushes to this queue,
+                // under the plane lock: the push succeeds.
+                let _ = redrives[s].push(Redrive {
+                    event: letter.event,
+                    subscription,
+                });
+            }
+        },
+    );
+    Ok(sent)
+}
+/// Refuses a publisher whose rings would take the bus above its memory budget. A
+/// publisher alive holds the second reference to its counters (the plane holds the
+/// first), so those with more than one reference are the publishers alive.
+fn check_publisher_budget<const SLOT: usize>(
+    config: &Config,
+    publishers: &[Arc<PublisherCounters>],
+) -> Result<(), BusError> {
+    let alive = publishers
+        .iter()
+        .filter(|c| Arc::strong_count(c) > 1)
+        .count();
+    let needed = crate::memory::MemoryFootprint::of::<SLOT>(config).with_publishers(alive + 1);
+    if needed > config.memory_budget {
+        return Err(BusError::MemoryBudget {
+            needed,
+            budget: config.memory_budget,
+            alive,
+        });
+    }
+    Ok(())
 }
 
 /// What a subscription adds to the shard masks.

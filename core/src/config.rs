@@ -9,6 +9,9 @@ use crate::clock::{Clock, ManualClock};
 use crate::dead_letters::{DeadLetter, DeadLetterHook, FullPolicy};
 use crate::error::{BusError, ConfigError};
 use crate::event::DEFAULT_SLOT;
+use crate::memory::{
+    MemoryFootprint, DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
+};
 use crate::priority::Priority;
 use crate::shard::Shard;
 use crate::targets::MAX_SHARDS;
@@ -59,6 +62,9 @@ pub struct Config {
     pub dead_letter_unroutable: bool,
     /// Seed for retry jitter (deterministic runs).
     pub seed: u64,
+    /// The most bytes the bus's preallocated structures may take: checked when the bus is
+    /// built and when a publisher is created (see [`MemoryFootprint`]).
+    pub memory_budget: usize,
 }
 
 impl Default for Config {
@@ -77,6 +83,7 @@ impl Default for Config {
             dead_letter_policy: FullPolicy::DropOldest,
             dead_letter_unroutable: false,
             seed: 0x5eed,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -206,6 +213,20 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
         self
     }
 
+    /// The most bytes the bus may preallocate (default [`DEFAULT_MEMORY_BUDGET`], 1 GiB):
+    /// rings, timer wheels, dead letters. `build` refuses a configuration whose shared
+    /// structures plus one publisher exceed it, and `Bus::publisher` refuses a publisher
+    /// whose rings would, with a typed error instead of an abort.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory_budget = bytes;
+        self
+    }
+
+    /// The memory the configuration as it stands implies (see [`MemoryFootprint`]).
+    pub fn memory_footprint(&self) -> MemoryFootprint {
+        MemoryFootprint::of::<SLOT>(&self.config)
+    }
+
     /// Seed for retry jitter.
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = seed;
@@ -237,6 +258,13 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
                     value: cap,
                 });
             }
+            if cap > MAX_RING_CAPACITY {
+                return Err(ConfigError::TooLarge {
+                    what: "ring capacity",
+                    value: cap,
+                    max: MAX_RING_CAPACITY,
+                });
+            }
         }
         if c.starvation_guard == 0 {
             return Err(ConfigError::Zero {
@@ -261,6 +289,21 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
         if c.dead_letter_capacity == 0 {
             return Err(ConfigError::Zero {
                 what: "dead-letter capacity",
+            });
+        }
+        if c.dead_letter_capacity > MAX_DEAD_LETTER_CAPACITY {
+            return Err(ConfigError::TooLarge {
+                what: "dead-letter capacity",
+                value: c.dead_letter_capacity,
+                max: MAX_DEAD_LETTER_CAPACITY,
+            });
+        }
+        // A bus is of no use without a publisher: the first one must fit too.
+        let needed = self.memory_footprint().with_publishers(1);
+        if needed > c.memory_budget {
+            return Err(ConfigError::MemoryBudget {
+                needed,
+                budget: c.memory_budget,
             });
         }
         Ok(c.clone())

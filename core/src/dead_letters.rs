@@ -130,8 +130,23 @@ impl<T> DeadLetterRing<T> {
     /// A ring for `capacity` entries (at least 1).
     pub fn new(capacity: usize, policy: FullPolicy) -> Self {
         let capacity = capacity.max(1);
+        Self::with_entries(VecDeque::with_capacity(capacity), capacity, policy)
+    }
+
+    /// Like [`DeadLetterRing::new`], but a failed allocation is an error, not an abort.
+    pub fn try_new(
+        capacity: usize,
+        policy: FullPolicy,
+    ) -> Result<Self, std::collections::TryReserveError> {
+        let capacity = capacity.max(1);
+        let mut entries = VecDeque::new();
+        entries.try_reserve_exact(capacity)?;
+        Ok(Self::with_entries(entries, capacity, policy))
+    }
+
+    fn with_entries(entries: VecDeque<T>, capacity: usize, policy: FullPolicy) -> Self {
         DeadLetterRing {
-            entries: VecDeque::with_capacity(capacity),
+            entries,
             capacity,
             policy,
             stored: 0,
@@ -261,16 +276,17 @@ impl<const SLOT: usize> core::fmt::Debug for DeadLetters<SLOT> {
 }
 
 impl<const SLOT: usize> DeadLetters<SLOT> {
-    pub(crate) fn new(
+    /// The bus's dead letters; a failed allocation of the ring is an error.
+    pub(crate) fn try_new(
         capacity: usize,
         policy: FullPolicy,
         hook: Option<DeadLetterHook<SLOT>>,
-    ) -> Self {
-        DeadLetters {
-            ring: Mutex::new(DeadLetterRing::new(capacity, policy)),
+    ) -> Result<Self, std::collections::TryReserveError> {
+        Ok(DeadLetters {
+            ring: Mutex::new(DeadLetterRing::try_new(capacity, policy)?),
             hook,
             len: AtomicUsize::new(0),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, DeadLetterRing<DeadLetter<SLOT>>> {

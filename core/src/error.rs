@@ -138,6 +138,27 @@ pub enum PublishError<T> {
         /// The raw agent id.
         id: u32,
     },
+    /// A scheduled publish was due later than the timer wheel can hold (see
+    /// [`crate::schedule_horizon`]). Nothing was queued.
+    #[error("due at {at_ns} ns; a schedule may be due at most at {latest_ns} ns")]
+    BeyondHorizon {
+        /// The event handed back.
+        event: T,
+        /// The due time asked for.
+        at_ns: u64,
+        /// The latest due time allowed at the time of the publish.
+        latest_ns: u64,
+    },
+    /// The bus's security policy refused the publish (see [`crate::Policy`]). The
+    /// violation was also counted, handed to the audit hook and raised as a
+    /// `system.security` event.
+    #[error("refused by policy: {violation}")]
+    Policy {
+        /// The event handed back.
+        event: T,
+        /// What rule it broke.
+        violation: crate::policy::Violation,
+    },
     /// An in-place publish could not write its payload into the slot.
     #[error(transparent)]
     Payload(#[from] PayloadError),
@@ -151,7 +172,9 @@ impl<T> PublishError<T> {
             | PublishError::Closed(e)
             | PublishError::Timeout(e)
             | PublishError::UnknownEventType { event: e, .. }
-            | PublishError::UnknownAgent { event: e, .. } => Some(e),
+            | PublishError::UnknownAgent { event: e, .. }
+            | PublishError::BeyondHorizon { event: e, .. }
+            | PublishError::Policy { event: e, .. } => Some(e),
             PublishError::Payload(_) => None,
         }
     }
@@ -189,6 +212,15 @@ pub enum ConfigError {
         value: usize,
         /// The limit.
         max: usize,
+    },
+    /// The memory the configuration implies (shared structures plus one publisher's
+    /// rings) is above the memory budget. Lower the capacities or raise the budget.
+    #[error("the configuration needs {needed} bytes; the memory budget is {budget}")]
+    MemoryBudget {
+        /// Bytes the configuration implies (saturated at `usize::MAX`).
+        needed: usize,
+        /// The budget.
+        budget: usize,
     },
     /// A retry policy was refused.
     #[error("invalid retry policy: {0}")]
@@ -236,6 +268,28 @@ pub enum BusError {
     TooManyPublishers {
         /// The limit.
         max: usize,
+    },
+    /// Another publisher's rings would take the bus above its memory budget (counting
+    /// every publisher still alive). Drop a publisher or raise the budget.
+    #[error("a publisher needs {needed} bytes with {alive} alive; the memory budget is {budget}")]
+    MemoryBudget {
+        /// Bytes the bus would take with the new publisher.
+        needed: usize,
+        /// The budget.
+        budget: usize,
+        /// Publishers alive before this one.
+        alive: usize,
+    },
+    /// The bus's security policy refused a subscription (see [`crate::Policy`]); counted,
+    /// audited and raised as a `system.security` event like a refused publish.
+    #[error("refused by policy: {0}")]
+    Policy(crate::policy::Violation),
+    /// The allocator refused one of the bus's preallocated structures (`try_reserve`),
+    /// within the memory budget. Nothing was half-built.
+    #[error("out of memory allocating the {what}")]
+    OutOfMemory {
+        /// Which structure.
+        what: &'static str,
     },
     /// A metadata table in the event header is full.
     /// A worker thread could not be spawned.

@@ -18,8 +18,6 @@
 //! every other case (bytes from [`Event::from_bytes`], a different `T`) is validated with
 //! bytecheck first.
 
-use core::any::TypeId;
-use core::hash::{Hash, Hasher};
 use core::mem::MaybeUninit;
 
 use rkyv::api::low::{to_bytes_in_with_alloc, LowSerializer, LowValidator};
@@ -33,6 +31,7 @@ use rkyv::{Archive, Serialize};
 use crate::error::{DecodeError, MetadataFull, PayloadError};
 use crate::names::{AgentId, EventType, MetaKey};
 use crate::priority::Priority;
+use crate::type_tag;
 
 /// The header size in bytes; the payload area starts here.
 pub const HEADER_SIZE: usize = 112;
@@ -49,7 +48,8 @@ const NO_AGENT: u32 = u32::MAX;
 /// Header flag: the payload area holds an archive.
 const FLAG_HAS_PAYLOAD: u8 = 1 << 0;
 /// Header flag: the payload was written by `set_payload` in this process, and
-/// `payload_fingerprint` names the type it was written from. Cleared by `from_bytes`.
+/// `payload_tag` names the type it was written from (see `type_tag`). Cleared by
+/// `from_bytes`.
 const FLAG_LOCAL: u8 = 1 << 1;
 /// Header flag: a scheduled event (`publish_at`); `timestamp_ns` is its due time.
 const FLAG_SCHEDULED: u8 = 1 << 2;
@@ -67,8 +67,9 @@ pub struct Header {
     correlation_id: u64,
     /// Nanoseconds on the bus clock; 0 means no deadline.
     deadline_ns: u64,
-    /// Identifies the Rust type the payload was archived from (meaningful with FLAG_LOCAL).
-    payload_fingerprint: u64,
+    /// The `type_tag` of the Rust type the payload was archived from (meaningful with
+    /// FLAG_LOCAL).
+    payload_tag: u64,
     source: u32,
     /// `NO_AGENT` for a broadcast.
     destination: u32,
@@ -310,6 +311,19 @@ impl<const SLOT: usize> Event<SLOT> {
         self.header_mut().destination = destination.map_or(NO_AGENT, |a| a.0);
     }
 
+    /// Sets the event type in place (a bridge maps a remote type to this bus's id by name).
+    pub fn set_event_type(&mut self, event_type: EventType) {
+        self.header_mut().event_type = event_type.0;
+    }
+
+    /// Removes every metadata entry (a bridge replaces remote key ids with local ones).
+    pub fn clear_metadata(&mut self) {
+        let h = self.header_mut();
+        h.meta_len = 0;
+        h.meta_keys = [0; META_ENTRIES];
+        h.meta_values = [0; META_ENTRIES];
+    }
+
     /// Adds or replaces a metadata entry. At most [`META_ENTRIES`] distinct keys.
     pub fn set_metadata(&mut self, key: MetaKey, value: u64) -> Result<(), MetadataFull> {
         let h = self.header_mut();
@@ -340,7 +354,7 @@ impl<const SLOT: usize> Event<SLOT> {
             let h = self.header_mut();
             h.flags &= !(FLAG_HAS_PAYLOAD | FLAG_LOCAL);
             h.payload_len = 0;
-            h.payload_fingerprint = 0;
+            h.payload_tag = 0;
         }
         let mut scratch = [MaybeUninit::<u8>::uninit(); SCRATCH_SIZE];
         let area = &mut self.bytes[HEADER_SIZE..];
@@ -355,7 +369,7 @@ impl<const SLOT: usize> Event<SLOT> {
                 let h = self.header_mut();
                 // `len <= PAYLOAD_CAPACITY <= u16::MAX` (VALID_SLOT).
                 h.payload_len = len as u16;
-                h.payload_fingerprint = fingerprint::<T>();
+                h.payload_tag = type_tag::tag_of::<T>();
                 h.flags |= FLAG_HAS_PAYLOAD | FLAG_LOCAL;
                 Ok(())
             }
@@ -384,14 +398,19 @@ impl<const SLOT: usize> Event<SLOT> {
             return Err(PayloadError::Missing);
         }
         let bytes = self.payload_bytes();
-        if h.flags & FLAG_LOCAL != 0 && h.payload_fingerprint == fingerprint::<T>() {
+        if h.flags & FLAG_LOCAL != 0 && type_tag::is::<T>(h.payload_tag) {
             // SAFETY: FLAG_LOCAL is set only by `set_payload::<U>`, right after rkyv wrote a
             // complete archive of a `U` of exactly `payload_len` bytes into the payload area,
-            // and it is cleared by every other way of changing those bytes (`set_payload`
-            // clears it first, `from_bytes` clears it). The fingerprint identifies `U`'s
-            // `TypeId`, and it equals `T`'s, so `U` is `T`: the bytes are a valid
-            // `Archived<T>` whose root sits at the end, as `access_unchecked` requires. The
-            // payload area is 16-aligned (offset 112 in a 64-aligned slot).
+            // together with `payload_tag = tag_of::<U>()`. Every other way of changing those
+            // bytes or that tag clears the flag (`set_payload` clears it before writing,
+            // `from_bytes` clears it; no other method writes the payload area, the flags or
+            // the tag, and `Clone` copies all of them together). A tag names a slot of the
+            // process-wide type table, and slots are written once, so the slot still holds
+            // `TypeId::of::<U>()`; `type_tag::is::<T>` compared it in full with
+            // `TypeId::of::<T>()` (no hash, no truncation), so `U` is `T` — the guarantee
+            // `Any::downcast_ref` rests on. Hence the bytes are a valid `Archived<T>` whose
+            // root sits at the end, as `access_unchecked` requires. The payload area is
+            // 16-aligned (offset 112 in a 64-aligned slot).
             Ok(unsafe { rkyv::api::access_unchecked::<T::Archived>(bytes) })
         } else {
             rkyv::api::low::access::<T::Archived, Failure>(bytes).map_err(|_| PayloadError::Invalid)
@@ -423,7 +442,7 @@ impl<const SLOT: usize> Event<SLOT> {
         let h = event.header_mut();
         // Bytes from outside are never trusted for unchecked reads.
         h.flags &= !FLAG_LOCAL;
-        h.payload_fingerprint = 0;
+        h.payload_tag = 0;
         Ok(event)
     }
 
@@ -459,15 +478,15 @@ impl<const SLOT: usize> Event<SLOT> {
     }
 
     /// Copies the slot into `dst` as bytes for outside the process: the process-local
-    /// payload flag and the type fingerprint are cleared in the copy, so a reader (another
+    /// payload flag and the type tag are cleared in the copy, so a reader (another
     /// process, another build) always validates the payload.
     #[cfg_attr(not(feature = "journal"), allow(dead_code))]
     pub(crate) fn write_foreign(&self, dst: &mut [u8]) {
         dst[..SLOT].copy_from_slice(&self.bytes);
         let flags = core::mem::offset_of!(Header, flags);
         dst[flags] &= !FLAG_LOCAL;
-        let fp = core::mem::offset_of!(Header, payload_fingerprint);
-        dst[fp..fp + 8].fill(0);
+        let tag = core::mem::offset_of!(Header, payload_tag);
+        dst[tag..tag + 8].fill(0);
     }
 
     pub(crate) fn stamp(&mut self, id: u64, source: AgentId, timestamp_ns: u64) {
@@ -582,28 +601,6 @@ fn classify_failure<T: WritePayload>(value: &T, capacity: usize) -> PayloadError
     }
 }
 
-/// A 64-bit fingerprint of a type's `TypeId`: cheap (the hasher is a multiply-xor fold) and
-/// stable within one build of the program.
-fn fingerprint<T: ?Sized + 'static>() -> u64 {
-    struct Fold(u64);
-    impl Hasher for Fold {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for b in bytes {
-                self.write_u64(u64::from(*b));
-            }
-        }
-        fn write_u64(&mut self, n: u64) {
-            self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    let mut h = Fold(0);
-    TypeId::of::<T>().hash(&mut h);
-    h.finish() | 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +681,40 @@ mod tests {
             .with_payload(&7u64)
             .unwrap();
         assert_eq!(e.payload::<Task>().unwrap_err(), PayloadError::Invalid);
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    #[rkyv(derive(Debug))]
+    struct Byte {
+        v: u8,
+    }
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    #[rkyv(derive(Debug))]
+    struct Flag {
+        v: bool,
+    }
+
+    /// A local payload read as another type with the same layout is validated, not read
+    /// unchecked: a byte of 7 is no `bool`, so treating `Byte` as `Flag` would be UB.
+    #[test]
+    fn local_payload_read_as_another_type_is_validated() {
+        let e: Event = Event::new(EventType::SYSTEM_EVENT)
+            .with_payload(&Byte { v: 7 })
+            .unwrap();
+        assert_eq!(e.payload::<Flag>().unwrap_err(), PayloadError::Invalid);
+        assert_eq!(e.payload::<Byte>().unwrap().v, 7);
+        let copy = e.clone();
+        assert_eq!(copy.payload::<Byte>().unwrap().v, 7);
+        assert_eq!(copy.payload::<Flag>().unwrap_err(), PayloadError::Invalid);
+        let ok: Event = Event::new(EventType::SYSTEM_EVENT)
+            .with_payload(&Flag { v: true })
+            .unwrap();
+        assert!(ok.payload::<Flag>().unwrap().v);
+        assert_eq!(
+            ok.payload::<Byte>().unwrap().v,
+            1,
+            "a valid bool is a valid u8"
+        );
     }
 
     #[test]

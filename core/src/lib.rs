@@ -52,6 +52,19 @@
 //!   if the bus is set to, dead-lettered. `close` delivers everything accepted.
 //! - **Ordering**: FIFO per publisher per priority to each subscription. Nothing between
 //!   priorities or publishers; a retried event is out of order by design.
+//! - **Memory**: what a configuration implies is checked against a budget before it is
+//!   allocated ([`MemoryFootprint`], [`BusBuilder::memory_budget`]): a typed error, never
+//!   an out-of-memory abort.
+//! - **Security policy** (optional, [`Bus::set_policy`], [`Policy`]): checked at publish
+//!   and subscribe; a violation is a typed error with the event, counted per agent and
+//!   kind, audited, and raised as a `system.security` event. Without a policy a publish
+//!   pays one branch.
+//!
+//! ## Features
+//!
+//! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
+//!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
+//!   with it on, a bus without a bridge runs the same code.
 //!
 //! ## Example
 //!
@@ -83,6 +96,8 @@
 // Modules in the order data flows through them (see the picture above).
 mod backoff;
 mod barrier;
+#[cfg(feature = "nats")]
+pub mod bridge;
 mod bus;
 mod clock;
 mod config;
@@ -98,8 +113,10 @@ mod intake;
 pub mod journal;
 mod lanes;
 mod mailbox;
+mod memory;
 mod names;
 mod outcome;
+mod policy;
 mod priority;
 mod progress;
 mod publisher;
@@ -115,10 +132,11 @@ mod targets;
 /// Public for the `timer_wheel` fuzz target only: no semver promise.
 #[doc(hidden)]
 pub mod timer_wheel;
+mod type_tag;
 mod wait;
 
 pub use backoff::{Jitter, RetryPolicy};
-pub use bus::Bus;
+pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
@@ -129,12 +147,19 @@ pub use error::{
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
+pub use memory::{
+    MemoryFootprint, DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
+};
 pub use names::{AgentId, EventType, MetaKey, MAX_AGENTS, MAX_EVENT_TYPES, MAX_NAME_LEN};
 pub use outcome::Outcome;
+pub use policy::{
+    AgentPolicy, AuditHook, DefaultRule, Policy, Rate, SecurityAlert, Violation, ViolationCounts,
+    ViolationKind, SECURITY_EVENT_TYPE,
+};
 pub use priority::Priority;
 pub use publisher::{BatchReceipt, Draft, Publisher, Receipt, MAX_PUBLISHERS};
 pub use router::Router;
-pub use schedule::ScheduleToken;
+pub use schedule::{schedule_horizon, ScheduleToken, SCHEDULE_HORIZON_TICKS};
 pub use shard::Shard;
 pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
 pub use subscription::{

@@ -16,6 +16,8 @@
 //! other targets, commit. A batch pays the intake gate, the clock read and the counter
 //! updates once per batch (per run of events with the same route), not per event.
 
+mod police;
+
 use core::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use crate::intake::BusyFlag;
 use crate::lanes::ProducerSet;
 use crate::names::{AgentId, EventType};
 use crate::priority::Priority;
-use crate::schedule::ScheduleToken;
+use crate::schedule::{latest_due_ns, ScheduleToken};
 use crate::shard::Control;
 use crate::shared::Shared;
 use crate::stats::{PublisherCounters, PublisherStats};
@@ -151,6 +153,8 @@ pub struct Publisher<const SLOT: usize = DEFAULT_SLOT> {
     shared: Arc<Shared<SLOT>>,
     counters: Arc<PublisherCounters>,
     busy: BusyFlag,
+    /// This publisher's view of the security policy (`publisher/police.rs`).
+    policy: crate::policy::PolicyCache,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Publisher<SLOT> {
@@ -187,6 +191,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
             index,
             next_seq: 1,
             lanes,
+            policy: shared.shield.cache(),
             shared,
             counters,
             busy,
@@ -230,6 +235,15 @@ impl<const SLOT: usize> Publisher<SLOT> {
         event: Event<SLOT>,
         at_ns: u64,
     ) -> Result<(Receipt, ScheduleToken), PublishError<Event<SLOT>>> {
+        let latest_ns = latest_due_ns(self.shared.clock.now_ns(), self.shared.config.tick);
+        if at_ns > latest_ns {
+            self.counters.rejected_invalid.incr();
+            return Err(PublishError::BeyondHorizon {
+                event,
+                at_ns,
+                latest_ns,
+            });
+        }
         self.publish_owned(event, Some(at_ns), true)
             .map(|r| (r, ScheduleToken(r.id)))
     }
@@ -480,10 +494,26 @@ impl<const SLOT: usize> Publisher<SLOT> {
         let (a, b) = chunk.as_mut_slices();
         let mut written = 0;
         let mut failure = None;
+        let mut refused = None;
         for slot in a.iter_mut().chain(b.iter_mut()) {
             let seq = self.next_seq + written as u64;
             match write(written, slot) {
                 Ok(event) => {
+                    // The policy check: once the payload is written (its size is known only
+                    // now), before the slot is committed; a refused event ends the run here
+                    // and is never visible to a shard.
+                    let policed = police::police(
+                        &self.shared.shield,
+                        &mut self.policy,
+                        self.agent,
+                        event.header(),
+                        stamp.now_ns,
+                    );
+                    if let Err(r) = policed {
+                        failure = Some(Failure::Policy(r.violation));
+                        refused = Some(r);
+                        break;
+                    }
                     let id = (u64::from(self.index) << SEQ_BITS) | seq;
                     event.stamp(id, self.agent, stamp.at_ns.unwrap_or(stamp.now_ns));
                     event.set_scheduled(stamp.at_ns.is_some());
@@ -496,6 +526,9 @@ impl<const SLOT: usize> Publisher<SLOT> {
             }
         }
         if written == 0 {
+            if let Some(r) = refused {
+                self.raise(&r);
+            }
             return Err((0, failure.unwrap_or(Failure::Full)));
         }
         let shards = shard_count(mask);
@@ -527,6 +560,9 @@ impl<const SLOT: usize> Publisher<SLOT> {
             .add(priority, written as u64);
         self.counters.published.add(priority, written as u64);
         self.next_seq += written as u64;
+        if let Some(r) = refused {
+            self.raise(&r);
+        }
         match failure {
             None if written == n => Ok((first_id, shards)),
             // A short count, not a refusal: the caller gets the rest back to publish again
@@ -550,6 +586,17 @@ impl<const SLOT: usize> Publisher<SLOT> {
         for i in 0..n {
             let mut slot = MaybeUninit::uninit();
             let event = write(i, &mut slot).map_err(|e| (i, Failure::Payload(e)))?;
+            let policed = police::police(
+                &self.shared.shield,
+                &mut self.policy,
+                self.agent,
+                event.header(),
+                stamp.now_ns,
+            );
+            if let Err(r) = policed {
+                self.raise(&r);
+                return Err((i, Failure::Policy(r.violation)));
+            }
             let id = self.id_of(self.next_seq);
             event.stamp(id, self.agent, stamp.at_ns.unwrap_or(stamp.now_ns));
             event.set_scheduled(stamp.at_ns.is_some());
@@ -680,6 +727,7 @@ enum Failure {
     UnknownType(u16),
     UnknownAgent(u32),
     Payload(PayloadError),
+    Policy(crate::policy::Violation),
 }
 
 impl Failure {
@@ -687,6 +735,7 @@ impl Failure {
         match self {
             Failure::Closed => PublishError::Closed(event),
             Failure::Full => PublishError::Full(event),
+            Failure::Policy(violation) => PublishError::Policy { event, violation },
             Failure::UnknownType(id) => PublishError::UnknownEventType { event, id },
             Failure::UnknownAgent(id) => PublishError::UnknownAgent { event, id },
             Failure::Payload(e) => PublishError::Payload(e),

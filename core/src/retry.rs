@@ -65,18 +65,19 @@ pub(crate) struct Retries<const SLOT: usize> {
 }
 
 impl<const SLOT: usize> Retries<SLOT> {
-    pub(crate) fn new(
+    /// A shard's retry state; a failed allocation of its timer wheel is an error.
+    pub(crate) fn try_new(
         config: &Config,
         dead_letters: Arc<DeadLetters<SLOT>>,
         schedule: Arc<Schedule>,
         shard: usize,
         counters: SharedCounters,
         now_ns: u64,
-    ) -> Self {
+    ) -> Result<Self, std::collections::TryReserveError> {
         let (capacity, tick, seed) = (config.timer_capacity, config.tick, config.seed);
         let tick_ns = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX).max(1);
-        Retries {
-            wheel: TimerWheel::new(capacity, now_ns / tick_ns),
+        Ok(Retries {
+            wheel: TimerWheel::try_new(capacity, now_ns / tick_ns)?,
             fired: Vec::with_capacity(MAX_FIRED_PER_POLL),
             tick_ns,
             rng: fastrand::Rng::with_seed(
@@ -86,7 +87,7 @@ impl<const SLOT: usize> Retries<SLOT> {
             schedule,
             shard,
             counters,
-        }
+        })
     }
 
     /// The tick a wait ending at `due_ns` is due at (rounded up: never early).
@@ -103,6 +104,16 @@ impl<const SLOT: usize> Retries<SLOT> {
         self.note_pending();
     }
 
+    /// Brings an empty wheel's time to `now_ns` before an entry goes in. Polls do not
+    /// advance an empty wheel (that would read the clock on every poll); advancing one
+    /// only moves its time, so doing it here, before an insert, leaves every entry where
+    /// an advance at every poll would have put it.
+    fn catch_up(&mut self, now_ns: u64) {
+        if self.wheel.is_empty() {
+            self.wheel.advance(now_ns / self.tick_ns, |_, _, _| {});
+        }
+    }
+
     /// Publishes the wheel's fill level. Called at every change, before the shard counts
     /// the event that caused it as dispatched, so `Bus::wait_idle` never sees an event
     /// dispatched and its retry not yet pending.
@@ -112,7 +123,13 @@ impl<const SLOT: usize> Retries<SLOT> {
 
     /// Waits `event` on the wheel until `at_ns` as a scheduled event. `Err` gives it back
     /// when the wheel is full.
-    pub(crate) fn schedule(&mut self, event: Event<SLOT>, at_ns: u64) -> Result<(), Event<SLOT>> {
+    pub(crate) fn schedule(
+        &mut self,
+        event: Event<SLOT>,
+        at_ns: u64,
+        now_ns: u64,
+    ) -> Result<(), Event<SLOT>> {
+        self.catch_up(now_ns);
         let tick = self.due_tick(at_ns);
         let inserted = self
             .wheel
@@ -186,6 +203,10 @@ impl<const SLOT: usize> Retries<SLOT> {
                             last_error: envelope.last_error,
                             previous_delay: delay,
                         };
+                        // `catch_up`, field by field (`counters` is borrowed).
+                        if self.wheel.is_empty() {
+                            self.wheel.advance(now_ns / self.tick_ns, |_, _, _| {});
+                        }
                         match self.wheel.insert(self.due_tick(due_ns), entry) {
                             Ok(_) => {
                                 self.note_pending();

@@ -86,6 +86,8 @@ pub(crate) enum Control<const SLOT: usize> {
     Unsubscribe { id: SubscriptionId },
     /// The bus is closing: drain everything, then stop (worker mode).
     Stop,
+    /// A paced redrive to run at this shard's polls (`bus/paced.rs`).
+    Pace(Arc<crate::bus::Pacer<SLOT>>),
 }
 
 /// A shard's counters: written by its thread only, read by `Bus::stats`, on lines of
@@ -117,6 +119,8 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     control_pending: bool,
     retries: Retries<SLOT>,
     redrives: Arc<RedriveQueue<SLOT>>,
+    /// Paced redrives and when each is next due (ns); empty unless one runs.
+    pacers: Vec<(u64, Arc<crate::bus::Pacer<SLOT>>)>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
@@ -162,6 +166,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             control_pending: false,
             retries,
             redrives,
+            pacers: Vec::new(),
         }
     }
 
@@ -178,10 +183,16 @@ impl<const SLOT: usize> Shard<SLOT> {
         // skipped with one load when it has nothing to do.
         if self.inbox.has_mail() {
             self.apply_control();
+        } else if !self.retiring.is_empty() {
+            // A dropped publisher's lanes leave once they are empty.
+            self.retire_empty_lanes();
         }
         let mut done = 0;
         if !self.retries.wheel.is_empty() {
             done += self.run_timers(self.clock.now_ns());
+        }
+        if !self.pacers.is_empty() {
+            self.run_pacers(self.clock.now_ns());
         }
         if !self.redrives.is_empty() {
             done += self.run_redrives(self.clock.now_ns(), max.saturating_sub(done));
@@ -437,6 +448,24 @@ impl<const SLOT: usize> Shard<SLOT> {
         n
     }
 
+    /// Runs the paced redrives that are due: each moves letters into the redrive queues
+    /// (delivered by this and the other shards' `run_redrives`) and says when it is due
+    /// again. Ended ones leave the list.
+    fn run_pacers(&mut self, now: u64) {
+        self.pacers.retain_mut(|(due, pacer)| {
+            if *due > now {
+                return true;
+            }
+            match pacer.tick(now) {
+                Some(next) => {
+                    *due = next;
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
     /// Delivers redriven dead letters (at most `max`).
     fn run_redrives(&mut self, now: u64, max: usize) -> usize {
         let Shard {
@@ -602,7 +631,19 @@ impl<const SLOT: usize> Shard<SLOT> {
                 // The bus checked the id exists; a failure here means it never reached us.
                 let _ = self.router.unsubscribe(id);
             }
-            Control::Stop => self.stop_requested = true,
+            Control::Stop => {
+                self.stop_requested = true;
+                for (_, pacer) in self.pacers.drain(..) {
+                    pacer.end(crate::bus::PaceEnd::Closed);
+                }
+            }
+            Control::Pace(pacer) => {
+                if self.stop_requested {
+                    pacer.end(crate::bus::PaceEnd::Closed);
+                } else {
+                    self.pacers.push((0, pacer));
+                }
+            }
         }
     }
 
@@ -661,7 +702,7 @@ fn take_scheduled<const SLOT: usize>(
 ) -> bool {
     let due = event.header().timestamp_ns();
     if due > now {
-        if let Err(event) = retries.schedule(event.clone(), due) {
+        if let Err(event) = retries.schedule(event.clone(), due, now) {
             // Wheel full: the explicit policy is a dead letter, so nothing vanishes.
             if retries.schedule.cancel(event.header().id()) {
                 let letter = Letter {

@@ -34,6 +34,8 @@ pub(crate) struct Shared<const SLOT: usize> {
     pub(crate) schedule: Arc<Schedule>,
     /// Each shard's queue of redriven dead letters.
     pub(crate) redrives: Vec<Arc<RedriveQueue<SLOT>>>,
+    /// The security policy, if one is set (see `policy/shield.rs`, `bus/shield.rs`).
+    pub(crate) shield: crate::policy::Shield,
 }
 
 impl<const SLOT: usize> Shared<SLOT> {
@@ -57,6 +59,7 @@ impl<const SLOT: usize> Shared<SLOT> {
             dead_letters,
             schedule,
             redrives,
+            shield: crate::policy::Shield::default(),
             config,
         }
     }

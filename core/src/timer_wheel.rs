@@ -248,25 +248,38 @@ impl<T> TimerWheel<T> {
     /// Creates a wheel with room for `capacity` pending entries (clamped to
     /// [`MAX_CAPACITY`]), whose time starts at tick `now`.
     ///
-    /// This is the only allocation the wheel ever makes.
+    /// This is the only allocation the wheel ever makes. Like `Vec`, it aborts the
+    /// process if the allocator fails; [`TimerWheel::try_new`] reports that instead.
     pub fn new(capacity: usize, now: u64) -> Self {
         let capacity = capacity.min(MAX_CAPACITY);
-        let nodes = (0..capacity)
-            .map(|i| Node {
-                value: None,
-                deadline: 0,
-                prev: NIL,
-                // Each free node points at the next; the last one at NIL.
-                // `i + 1 < capacity <= MAX_CAPACITY` fits in a u32.
-                next: if i + 1 < capacity {
-                    u32::try_from(i + 1).unwrap_or(NIL)
-                } else {
-                    NIL
-                },
-                generation: 0,
-                list: FREE,
-            })
-            .collect();
+        Self::fill(Vec::with_capacity(capacity), capacity, now)
+    }
+
+    /// Like [`TimerWheel::new`], but a failed allocation of the arena is an error
+    /// instead of an abort.
+    pub fn try_new(capacity: usize, now: u64) -> Result<Self, std::collections::TryReserveError> {
+        let capacity = capacity.min(MAX_CAPACITY);
+        let mut nodes = Vec::new();
+        nodes.try_reserve_exact(capacity)?;
+        Ok(Self::fill(nodes, capacity, now))
+    }
+
+    /// Builds the wheel in `nodes`, which has room for `capacity` nodes already.
+    fn fill(mut nodes: Vec<Node<T>>, capacity: usize, now: u64) -> Self {
+        nodes.extend((0..capacity).map(|i| Node {
+            value: None,
+            deadline: 0,
+            prev: NIL,
+            // Each free node points at the next; the last one at NIL.
+            // `i + 1 < capacity <= MAX_CAPACITY` fits in a u32.
+            next: if i + 1 < capacity {
+                u32::try_from(i + 1).unwrap_or(NIL)
+            } else {
+                NIL
+            },
+            generation: 0,
+            list: FREE,
+        }));
         Self {
             nodes,
             lists: vec![EMPTY_LIST; LISTS],
@@ -275,6 +288,16 @@ impl<T> TimerWheel<T> {
             len: 0,
             elapsed: now,
         }
+    }
+
+    /// The bytes [`TimerWheel::new`] allocates for `capacity` entries (the arena and the
+    /// table of list heads), saturating at `usize::MAX`. The bus's memory budget uses it
+    /// to refuse a configuration before anything is allocated.
+    pub fn bytes_for(capacity: usize) -> usize {
+        capacity
+            .min(MAX_CAPACITY)
+            .saturating_mul(core::mem::size_of::<Node<T>>())
+            .saturating_add(LISTS * core::mem::size_of::<List>())
     }
 
     /// The maximum number of pending entries.

@@ -270,7 +270,8 @@ enum When {
     After(u8),
     /// `try_publish_at(n * 500 us)` (possibly in the past).
     At(u8),
-    /// `try_publish_at` beyond the wheel's horizon.
+    /// `try_publish_at` beyond the wheel's horizon: refused with `BeyondHorizon` (the
+    /// bus accepts at most half the horizon ahead), before the intake gate.
     Far,
 }
 
@@ -1095,11 +1096,17 @@ impl Harness {
                     assert_eq!(back.header().correlation_id(), correlation);
                     "closed".into()
                 }
+                PublishError::BeyondHorizon { event, at_ns, .. } => {
+                    assert_eq!(event.header().correlation_id(), correlation);
+                    assert_eq!(Some(at_ns), at);
+                    "beyond".into()
+                }
                 other => format!("{other:?}"),
             })
         };
         let expected: Result<(), String> = match invalid {
-            // The intake gate comes first.
+            // The horizon is checked first, then the intake gate.
+            _ if matches!(when, Some(When::Far)) => Err("beyond".into()),
             _ if self.closed => Err("closed".into()),
             Some((true, id)) => Err(format!("type {id}")),
             Some((false, id)) => Err(format!("agent {id}")),

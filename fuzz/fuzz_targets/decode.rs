@@ -5,7 +5,7 @@
 //! ASan, the default of `cargo fuzz`); it accepts exactly what the header rules (written
 //! out here as a model, from the byte layout) allow, with the first failing rule's error;
 //! an accepted slot re-encodes (`as_bytes`) to the same bytes (minus the local flag and
-//! fingerprint) and decodes to the same event; the header accessors read what the bytes
+//! type tag) and decodes to the same event; the header accessors read what the bytes
 //! say; reading the payload as several rkyv types returns `Ok` or `Err(Invalid | Missing)`.
 //!
 //! Structured half: an event built through the public API from arbitrary fields (type,

@@ -1,7 +1,9 @@
 //! Zero allocation on the hot path: publish -> route -> handler, with rkyv payloads written
 //! (`Event::with_payload` and the in-place `try_publish_with`) and read in the handler,
-//! 100,000 cycles after warm-up, in poll mode and in pinned worker mode. A global
-//! allocator counts every allocation on every thread while counting is on.
+//! 100,000 cycles after warm-up, in poll mode and in pinned worker mode, and in poll mode
+//! under a security policy that runs every check on each publish and refuses one publish
+//! per cycle (counted, audited, raised as a `system.security` event that a handler reads).
+//! A global allocator counts every allocation on every thread while counting is on.
 //!
 //! One `#[test]` runs both phases, so nothing else in this binary (another test, or the
 //! harness reporting one) allocates inside a measured window.
@@ -11,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dreamnet_bus::{
-    Bus, Delivery, Draft, Event, EventType, Filter, Outcome, Priority, PublishError, Publisher,
-    Subscription, DEFAULT_SLOT,
+    AgentPolicy, Bus, Delivery, Draft, Event, EventType, Filter, Outcome, Policy, Priority,
+    PublishError, Publisher, Rate, SecurityAlert, Subscription, DEFAULT_SLOT, SECURITY_EVENT_TYPE,
 };
 
 mod alloc_counter;
@@ -204,8 +206,70 @@ fn pinned_worker_mode_cycles_allocate_nothing() {
     );
 }
 
+fn policy_checks_and_violations_allocate_nothing() {
+    let (bus, mut shards) = Bus::builder().build_polled().expect("bus");
+    let agent = bus.register_agent("zero-alloc-policy").expect("agent");
+    let seen = subscribe_readers(&bus, 1);
+    let security = bus.register_event_type(SECURITY_EVENT_TYPE).expect("type");
+    let alerts = Arc::new(AtomicU64::new(0));
+    let (a, audited) = (Arc::clone(&alerts), Arc::new(AtomicU64::new(0)));
+    bus.subscribe(Filter::of_type(security), move |d| {
+        if d.payload::<SecurityAlert>().is_ok_and(|s| s.kind == 0) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+        Outcome::Done
+    })
+    .expect("subscribe");
+    let fast = Rate::new(1_000_000_000, 1 << 40).expect("rate");
+    let hook_count = Arc::clone(&audited);
+    bus.set_policy(
+        Policy::deny_by_default()
+            .agent(
+                agent,
+                AgentPolicy::new()
+                    .may_publish([EventType::AGENT_TASK, EventType::AGENT_STATUS])
+                    .max_payload_all(160)
+                    .rate_limit(fast)
+                    .type_rate_limit(EventType::AGENT_TASK, fast)
+                    .quota(u64::MAX),
+            )
+            .on_violation(move |_| {
+                hook_count.fetch_add(1, Ordering::Relaxed);
+            }),
+    )
+    .expect("policy");
+    let mut p = bus.publisher(agent).expect("publisher");
+    let mut seq = 0;
+    let mut cycle = |p: &mut Publisher, seq: &mut u64| {
+        assert!(publish_once(p, *seq), "allowed and room");
+        *seq += 1;
+        let refused = p.try_publish(Event::new(EventType::AGENT_ERROR));
+        assert!(matches!(refused, Err(PublishError::Policy { .. })));
+        assert_eq!(shards[0].poll(16), 2, "the event and the alert");
+    };
+    for _ in 0..WARM_UP {
+        cycle(&mut p, &mut seq);
+    }
+    let allocations = allocations_during(|| {
+        for _ in 0..CYCLES {
+            cycle(&mut p, &mut seq);
+        }
+    });
+    assert_eq!(
+        allocations,
+        0,
+        "policy on: {allocations} allocations in {CYCLES} cycles (first sizes: {:?})",
+        first_sizes()
+    );
+    assert_eq!(seen.events.load(Ordering::Acquire), WARM_UP + CYCLES);
+    assert_eq!(alerts.load(Ordering::Relaxed), WARM_UP + CYCLES);
+    assert_eq!(audited.load(Ordering::Relaxed), WARM_UP + CYCLES);
+    assert_eq!(bus.violations(agent).total(), WARM_UP + CYCLES);
+}
+
 #[test]
 fn publish_route_handler_allocates_nothing_after_warm_up_in_poll_and_pinned_worker_mode() {
     poll_mode_cycles_allocate_nothing();
     pinned_worker_mode_cycles_allocate_nothing();
+    policy_checks_and_violations_allocate_nothing();
 }
