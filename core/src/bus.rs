@@ -369,14 +369,29 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
             counters: Arc::clone(&counters),
         };
-        self.shared.mailboxes[shard].post(Control::Subscribe {
+        let message = Control::Subscribe {
             filter: subscription.filter,
             agent: subscription.agent,
             member,
-        });
-        // Bits are set after the shard's message is queued, so a publish that sees them
-        // finds the subscription applied before its event is dispatched.
-        let Plane { counts, .. } = &mut *plane;
+        };
+        self.add_member(&mut plane, id, message, footprint, counters);
+        Ok(id)
+    }
+
+    /// Posts a new member (a subscription, or a group's new member) to its shard, then
+    /// sets its target bits and records it. The bits are set after the shard's message
+    /// is queued, so a publish that sees them finds the member applied before its event
+    /// is dispatched.
+    fn add_member(
+        &self,
+        plane: &mut Plane,
+        id: SubscriptionId,
+        message: Control<SLOT>,
+        footprint: Footprint,
+        counters: Arc<SubscriptionCounters>,
+    ) {
+        self.shared.mailboxes[footprint.shard].post(message);
+        let Plane { counts, .. } = plane;
         self.shared.targets.apply(counts, &footprint, 1);
         plane.subscriptions.insert(
             id,
@@ -385,7 +400,6 @@ impl<const SLOT: usize> Bus<SLOT> {
                 counters,
             },
         );
-        Ok(id)
     }
 
     /// Creates a load-balanced group: each event that passes the subscription's filter
@@ -471,16 +485,8 @@ impl<const SLOT: usize> Bus<SLOT> {
             retry,
             counters: Arc::clone(&counters),
         };
-        self.shared.mailboxes[footprint.shard].post(Control::Join { group, member });
-        let Plane { counts, .. } = &mut *plane;
-        self.shared.targets.apply(counts, &footprint, 1);
-        plane.subscriptions.insert(
-            id,
-            SubRecord {
-                footprint,
-                counters,
-            },
-        );
+        let message = Control::Join { group, member };
+        self.add_member(&mut plane, id, message, footprint, counters);
         Ok(id)
     }
 
