@@ -80,9 +80,14 @@ fn write_sample(dir: &Path) -> Sample {
         for s in shards.iter_mut() {
             s.poll(64);
         }
-        seen.lock().expect("seen").last().expect("delivered").clone()
+        seen.lock()
+            .expect("seen")
+            .last()
+            .expect("delivered")
+            .clone()
     };
-    pa.try_publish(Event::new(EventType::AGENT_TASK)).expect("root");
+    pa.try_publish(Event::new(EventType::AGENT_TASK))
+        .expect("root");
     let root = last();
     pb.try_publish(Event::new(EventType::AGENT_RESPONSE).caused_by(root.header()))
         .expect("response");
@@ -94,7 +99,8 @@ fn write_sample(dir: &Path) -> Sample {
         .expect("error");
     last();
     for _ in 0..30 {
-        pb.try_publish(Event::new(EventType::SYSTEM_HEALTH)).expect("health");
+        pb.try_publish(Event::new(EventType::SYSTEM_HEALTH))
+            .expect("health");
         last();
     }
     for i in 0..20 {
@@ -148,15 +154,24 @@ fn info_reports_segments_ranges_and_sizes() {
         assert!(json.contains(field), "{field} missing in {json}");
     }
     let seg_bytes = (SEGMENT_HEADER_SIZE + 16 * record_size(DEFAULT_SLOT)) as u64;
-    assert!(json.contains(&format!("\"capacity\":{SEGMENT_RECORDS}")), "{json}");
-    assert!(json.trim_end().ends_with('}') && json.lines().count() == 1, "{json}");
+    assert!(
+        json.contains(&format!("\"capacity\":{SEGMENT_RECORDS}")),
+        "{json}"
+    );
+    assert!(
+        json.trim_end().ends_with('}') && json.lines().count() == 1,
+        "{json}"
+    );
     let total: u64 = json
         .split("\"bytes\":")
         .nth(1)
         .and_then(|s| s.split(',').next())
         .and_then(|s| s.parse().ok())
         .expect("bytes");
-    assert!(total > 4 * seg_bytes, "{total} bytes for 4 segments of {seg_bytes}+");
+    assert!(
+        total > 4 * seg_bytes,
+        "{total} bytes for 4 segments of {seg_bytes}+"
+    );
 }
 
 #[test]
@@ -181,7 +196,13 @@ fn replay_filters_select_the_right_records() {
     let from_b = ok(&["replay", "--source", &s.b.to_string()], &tmp.0);
     assert_eq!(lines(&from_b).len(), 32, "{from_b}"); // response, error, 30 health
     let from_a = ok(
-        &["replay", "--source", &s.a.to_string(), "--type", "agent.task"],
+        &[
+            "replay",
+            "--source",
+            &s.a.to_string(),
+            "--type",
+            "agent.task",
+        ],
         &tmp.0,
     );
     assert_eq!(lines(&from_a).len(), 21); // the root and 20 tasks
@@ -192,7 +213,11 @@ fn replay_filters_select_the_right_records() {
     let json = ok(&["replay", "--json", "--from-seq", "50"], &tmp.0);
     let json_lines = lines(&json);
     assert_eq!(json_lines.len(), 5);
-    assert!(json_lines[0].starts_with("{\"seq\":50,"), "{}", json_lines[0]);
+    assert!(
+        json_lines[0].starts_with("{\"seq\":50,"),
+        "{}",
+        json_lines[0]
+    );
     assert!(json_lines.iter().all(|l| l.ends_with('}')));
 }
 
@@ -205,7 +230,11 @@ fn bad_type_is_a_typed_error_with_the_value() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"no.such.type\""));
     let o = dreamnet(&["info", "--json"], &tmp.0.join("missing"));
     assert_eq!(o.status.code(), Some(2));
-    assert!(stdout(&o).starts_with("{\"ok\":false,\"error\":"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("{\"ok\":false,\"error\":"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -230,7 +259,12 @@ fn stats_counts_types_sources_and_buckets() {
         .expect("buckets")
         .split("\"count\":")
         .skip(1)
-        .map(|s| s.split(',').next().and_then(|n| n.parse::<u64>().ok()).expect("count"))
+        .map(|s| {
+            s.split(',')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("count")
+        })
         .sum();
     assert_eq!(bucket_total, 54);
     let text = ok(&["stats", "--type", "agent.task"], &tmp.0);
@@ -266,11 +300,7 @@ fn thread_is_drawn_as_a_causal_tree() {
     );
     let json = ok(&["thread", &s.root_id.to_string(), "--json"], &tmp.0);
     assert!(json.contains("\"events\":4"), "{json}");
-    let depths: Vec<&str> = json
-        .split("\"depth\":")
-        .skip(1)
-        .map(|s| &s[..1])
-        .collect();
+    let depths: Vec<&str> = json.split("\"depth\":").skip(1).map(|s| &s[..1]).collect();
     assert_eq!(depths, ["0", "1", "2", "1"]);
     let none = ok(&["thread", "987654321"], &tmp.0);
     assert!(none.starts_with("no events"), "{none}");
@@ -290,14 +320,29 @@ fn tail_prints_the_end_and_follows_a_live_writer() {
     let child = Command::new(env!("CARGO_BIN_EXE_dreamnet"))
         .args(["journal", "tail"])
         .arg(&tmp.0)
-        .args(["-n", "0", "--follow", "--max", "20", "--interval-ms", "5", "--json"])
+        .args([
+            "-n",
+            "0",
+            "--follow",
+            "--max",
+            "20",
+            "--interval-ms",
+            "5",
+            "--json",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn tail");
     let child = Arc::new(Mutex::new(child));
     let started = Instant::now();
     loop {
-        if child.lock().expect("child").try_wait().expect("wait").is_some() {
+        if child
+            .lock()
+            .expect("child")
+            .try_wait()
+            .expect("wait")
+            .is_some()
+        {
             break;
         }
         assert!(
@@ -309,7 +354,10 @@ fn tail_prints_the_end_and_follows_a_live_writer() {
             .expect("append");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let child = Arc::try_unwrap(child).expect("one owner").into_inner().expect("child");
+    let child = Arc::try_unwrap(child)
+        .expect("one owner")
+        .into_inner()
+        .expect("child");
     let o = child.wait_with_output().expect("output");
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);

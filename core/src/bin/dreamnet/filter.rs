@@ -25,8 +25,8 @@ impl Filter {
     /// let a replay skip segments without them). Custom type ids only narrow through
     /// [`Filter::keeps`], which is always applied as well.
     pub fn selection(&self) -> Selection {
-        let mut sel = Selection::all()
-            .seqs(self.from_seq.unwrap_or(1)..=self.to_seq.unwrap_or(u64::MAX));
+        let mut sel =
+            Selection::all().seqs(self.from_seq.unwrap_or(1)..=self.to_seq.unwrap_or(u64::MAX));
         if let Some(c) = self.correlation {
             sel = sel.correlation(c);
         }

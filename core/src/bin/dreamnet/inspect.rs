@@ -177,7 +177,10 @@ pub fn verify(out: &mut dyn Write, dir: &Path, json: bool) -> Result<u8, CliErro
                 writeln!(out, "{}", o.done())?;
             } else {
                 writeln!(out, "DAMAGED: {e}")?;
-                writeln!(out, "run `dreamnet journal repair` to tombstone damaged records")?;
+                writeln!(
+                    out,
+                    "run `dreamnet journal repair` to tombstone damaged records"
+                )?;
             }
             Ok(1)
         }

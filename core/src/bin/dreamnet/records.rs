@@ -21,7 +21,12 @@ fn print(out: &mut dyn Write, r: &Record<'_>, json: bool) -> std::io::Result<()>
 }
 
 /// `journal replay DIR [filters]`: the selected records in sequence order.
-pub fn replay(out: &mut dyn Write, dir: &Path, filter: &Filter, json: bool) -> Result<u8, CliError> {
+pub fn replay(
+    out: &mut dyn Write,
+    dir: &Path,
+    filter: &Filter,
+    json: bool,
+) -> Result<u8, CliError> {
     let reader: JournalReader = JournalReader::open(dir)?;
     let mut records = reader.records(&filter.selection());
     for r in &mut records {
@@ -52,7 +57,12 @@ pub struct TailOptions {
 /// `journal tail DIR`: the last records, then (with `follow`) new ones as a writer
 /// commits them, polling every `interval` and picking up new segments. Ends at `max`
 /// records, or on Ctrl-C.
-pub fn tail(out: &mut dyn Write, dir: &Path, opts: TailOptions, json: bool) -> Result<u8, CliError> {
+pub fn tail(
+    out: &mut dyn Write,
+    dir: &Path,
+    opts: TailOptions,
+    json: bool,
+) -> Result<u8, CliError> {
     // Footers make the end cheap to find; only the open segment is scanned.
     let end = journal::verify::<DEFAULT_SLOT>(dir, false)?.next_seq();
     let mut reader: JournalReader = JournalReader::open(dir)?;

@@ -84,9 +84,11 @@ pub fn stats(
             )
             .raw(
                 "by_source",
-                &array(sources.iter().map(|(s, n)| {
-                    Obj::new().num("source", *s).num("count", *n).done()
-                })),
+                &array(
+                    sources
+                        .iter()
+                        .map(|(s, n)| Obj::new().num("source", *s).num("count", *n).done()),
+                ),
             )
             .num("bucket_ns", bucket_ns)
             .raw(
@@ -118,7 +120,11 @@ pub fn stats(
     for (s, n) in &sources {
         writeln!(out, "  {s:<20} {n}")?;
     }
-    writeln!(out, "per {} ms bucket (start ns, count, rate/s):", bucket_ns as f64 / 1e6)?;
+    writeln!(
+        out,
+        "per {} ms bucket (start ns, count, rate/s):",
+        bucket_ns as f64 / 1e6
+    )?;
     for (b, n) in &c.buckets {
         writeln!(
             out,

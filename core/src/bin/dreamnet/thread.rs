@@ -11,7 +11,12 @@ use crate::format;
 use crate::json::{array, Obj};
 
 /// Prints the thread `correlation`: each event after its cause, children indented.
-pub fn thread(out: &mut dyn Write, dir: &Path, correlation: u64, json: bool) -> Result<u8, CliError> {
+pub fn thread(
+    out: &mut dyn Write,
+    dir: &Path,
+    correlation: u64,
+    json: bool,
+) -> Result<u8, CliError> {
     let reader: JournalReader = JournalReader::open(dir)?;
     let entries = reader.thread(correlation)?;
     if json {
