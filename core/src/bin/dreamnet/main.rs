@@ -210,6 +210,8 @@ fn main() -> ExitCode {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let code = match run(cmd, &mut out) {
         Ok(code) => code,
+        // `dreamnet journal replay DIR | head`: the reader went away, which is not a failure.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
             if wants_json(cmd) {
                 let o = Obj::new().bool("ok", false).str("error", &e.to_string());
