@@ -31,9 +31,7 @@ use common::{done, timed, timed_batches, Done, Probe, Slot, Task, CAPACITY, SUBS
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use disruptor::{BusySpin, ProcessorSettings as _, Producer as _};
-use dreamnet_bus::{
-    Bus, Draft, Event, EventType, Filter, Outcome, PublishError, Publisher, WaitStrategy,
-};
+use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, Outcome, PublishError, Publisher};
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
@@ -72,12 +70,7 @@ fn spawn_pinned_consumer(body: impl FnOnce() + Send + 'static) -> Joined {
 /// A bus with one pinned, spinning shard and one subscription per type; type
 /// `AGENT_TASK`'s handler feeds `d`.
 fn dreamnet_bus(d: &Done) -> (Bus, Publisher) {
-    let bus = Bus::builder()
-        .pinned(true)
-        .wait_strategy(WaitStrategy::Spin)
-        .ring_capacity_all(CAPACITY)
-        .build()
-        .expect("bus");
+    let bus = common::spinning_bus();
     let agent = bus.register_agent("bench-producer").expect("agent");
     let mut probe = Probe::new(d);
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |dl| {

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use common::{pin_current, Slot, Task, CAPACITY};
 use disruptor::{BusySpin, ProcessorSettings as _, Producer as _};
-use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, Outcome, PublishError, WaitStrategy};
+use dreamnet_bus::{Draft, Event, EventType, Filter, Outcome, PublishError};
 
 /// Consumer's and producer's cores.
 const CONSUMER: usize = 0;
@@ -65,12 +65,7 @@ enum Ours {
 
 fn dreamnet(kind: Ours, n: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
-    let bus = Bus::builder()
-        .pinned(true)
-        .wait_strategy(WaitStrategy::Spin)
-        .ring_capacity_all(CAPACITY)
-        .build()
-        .expect("bus");
+    let bus = common::spinning_bus();
     let agent = bus.register_agent("producer").expect("agent");
     let (d, mut count, mut sum) = (Arc::clone(&done), 0u64, 0u64);
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |dl| {

@@ -274,3 +274,15 @@ pub fn pin_current(i: usize) -> bool {
     }
     core_affinity::set_for_current(cores[i % cores.len()])
 }
+
+/// dreamnet-bus as the hot-path benches run it: one shard on a worker pinned to core 0,
+/// spinning when idle (`WaitStrategy::Spin`, as the disruptor's `BusySpin`), rings of
+/// [`CAPACITY`].
+pub fn spinning_bus() -> dreamnet_bus::Bus {
+    dreamnet_bus::Bus::builder()
+        .pinned(true)
+        .wait_strategy(dreamnet_bus::WaitStrategy::Spin)
+        .ring_capacity_all(CAPACITY)
+        .build()
+        .expect("bus")
+}
