@@ -28,6 +28,7 @@ use crate::subscription::{Balance, Delivery, GroupId, Subscription, Subscription
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
+mod analytics;
 mod paced;
 mod shield;
 pub(crate) use paced::Pacer;
@@ -71,6 +72,8 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     worker_threads: Vec<ThreadId>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
+    /// Each shard's analytics tables; empty unless built with `analytics(true)`.
+    analytics: Vec<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -110,6 +113,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
         let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
+        let analytics: Vec<Arc<crate::analytics::ShardAnalytics>> = (0..n)
+            .filter(|_| config.analytics)
+            .map(|_| Arc::default())
+            .collect();
         let names = Names::new();
         let oom = |what| move |_| BusError::OutOfMemory { what };
         let dead_letters = Arc::new(
@@ -155,7 +162,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                ))
+                )
+                .with_analytics(analytics.get(i).cloned()))
             })
             .collect::<Result<_, BusError>>()?;
         let mut bus = Bus {
@@ -169,6 +177,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
             alert_publisher: Mutex::new(None),
+            analytics,
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),

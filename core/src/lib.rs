@@ -94,6 +94,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Modules in the order data flows through them (see the picture above).
+pub mod analytics;
 mod backoff;
 mod barrier;
 #[cfg(feature = "nats")]

@@ -121,6 +121,8 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     redrives: Arc<RedriveQueue<SLOT>>,
     /// Paced redrives and when each is next due (ns); empty unless one runs.
     pacers: Vec<(u64, Arc<crate::bus::Pacer<SLOT>>)>,
+    /// Live analytics tables (`BusBuilder::analytics`); `None`: one branch per chunk.
+    analytics: Option<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
@@ -167,7 +169,17 @@ impl<const SLOT: usize> Shard<SLOT> {
             retries,
             redrives,
             pacers: Vec::new(),
+            analytics: None,
         }
+    }
+
+    /// Records live analytics into `tables` (see `analytics/recorder.rs`).
+    pub(crate) fn with_analytics(
+        mut self,
+        tables: Option<Arc<crate::analytics::ShardAnalytics>>,
+    ) -> Self {
+        self.analytics = tables;
+        self
     }
 
     /// This shard's index on its bus.
@@ -336,6 +348,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             inbox,
             control_pending,
             clock,
+            analytics,
             ..
         } = self;
         let now = LazyNow::new(clock);
@@ -361,6 +374,9 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
             let (first, second) = chunk.as_slices();
+            if let Some(a) = analytics {
+                a.record_chunk(priority, first, second, &now);
+            }
             for event in first.iter().chain(second) {
                 if event.header().is_scheduled()
                     && !take_scheduled(retries, counters, event, now.get())
