@@ -12,7 +12,9 @@
 //! - `batch`: `try_publish_batch_with` of 64 payloads;
 //! - `d-slot` / `d-u64`: disruptor 4.4, `BusySpin`; the producer writes the whole slot / one `u64`;
 //! - `d-batch`: the minimal disruptor's `batch_publish` of 64;
-//! - `xbeam`: a bounded crossbeam channel of `Box<Slot>`, blocking `send` / `recv`.
+//! - `xbeam`: a bounded crossbeam channel of `Box<Slot>`, blocking `send` / `recv`;
+//! - `with+a` / `batch+a`: `with` / `batch` on a bus with live analytics on
+//!   (`BusBuilder::analytics(true)`): their ratio to `with` / `batch` is its cost.
 //!
 //! `cargo bench -p dreamnet-bus-bench --bench interleaved` (about a minute);
 //! `INTERLEAVED_EVENTS` and `INTERLEAVED_ROUNDS` change the size.
@@ -63,9 +65,12 @@ enum Ours {
     Batch,
 }
 
-fn dreamnet(kind: Ours, n: u64) -> f64 {
+fn dreamnet(kind: Ours, n: u64, analytics: bool) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
-    let bus = common::spinning_bus();
+    let bus = common::spinning_builder()
+        .analytics(analytics)
+        .build()
+        .expect("bus");
     let agent = bus.register_agent("producer").expect("agent");
     let (d, mut count, mut sum) = (Arc::clone(&done), 0u64, 0u64);
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |dl| {
@@ -197,7 +202,7 @@ fn main() {
     let n = env_or("INTERLEAVED_EVENTS", if bench { 2_000_000 } else { 20_000 });
     let rounds = env_or("INTERLEAVED_ROUNDS", if bench { 5 } else { 1 }) as usize;
     let names = [
-        "with", "event", "batch", "d-slot", "d-u64", "d-batch", "xbeam",
+        "with", "event", "batch", "d-slot", "d-u64", "d-batch", "xbeam", "with+a", "batch+a",
     ];
     println!(
         "{n} events per pipeline per round; M events/s, then ratios in the same round\n{}",
@@ -206,13 +211,15 @@ fn main() {
     let mut rows = Vec::new();
     for _ in 0..rounds {
         let r = [
-            dreamnet(Ours::With, n),
-            dreamnet(Ours::Event, n),
-            dreamnet(Ours::Batch, n),
+            dreamnet(Ours::With, n, false),
+            dreamnet(Ours::Event, n, false),
+            dreamnet(Ours::Batch, n, false),
             disruptor(Disruptor::Slot, n),
             disruptor(Disruptor::U64, n),
             disruptor(Disruptor::Batch, n),
             crossbeam(n),
+            dreamnet(Ours::With, n, true),
+            dreamnet(Ours::Batch, n, true),
         ];
         println!("{}", r.map(|x| format!("{x:8.1}")).join(""));
         rows.push(r);
@@ -230,5 +237,10 @@ fn main() {
         ratio(2, 5),
         ratio(0, 6),
         ratio(1, 6)
+    );
+    println!(
+        "  analytics on / off: with+a / with {:.2}   batch+a / batch {:.2}",
+        ratio(7, 0),
+        ratio(8, 2)
     );
 }
