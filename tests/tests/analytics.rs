@@ -167,3 +167,48 @@ proptest! {
         prop_assert!(custom_name.is_none() || custom_name.as_deref() == Some("custom"));
     }
 }
+
+/// A handler may take a snapshot (the histogram lock is never held across a handler),
+/// and worker-mode shards record like polled ones.
+#[test]
+fn a_handler_can_take_a_snapshot_on_a_worker_bus() {
+    use std::sync::{mpsc, Arc, OnceLock};
+    let bus = Arc::new(Bus::builder().analytics(true).build().unwrap());
+    let agent = bus.register_agent("worker").unwrap();
+    let me: Arc<OnceLock<std::sync::Weak<Bus>>> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let handle = Arc::clone(&me);
+    bus.subscribe(Filter::any(), move |_| {
+        let seen = handle
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|b| b.analytics())
+            .map(|s| s.total());
+        let _ = tx.send(seen);
+        Outcome::Done
+    })
+    .unwrap();
+    me.set(Arc::downgrade(&bus)).unwrap();
+    let mut publisher = bus.publisher(agent).unwrap();
+    for _ in 0..3 {
+        publisher
+            .try_publish(Event::new(EventType::AGENT_TASK))
+            .unwrap();
+    }
+    let mut totals = Vec::new();
+    for _ in 0..3 {
+        totals.push(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    // Each handler ran after its event (and maybe later ones of its chunk) was counted.
+    assert!(
+        totals
+            .iter()
+            .all(|t| t.is_some_and(|n| (1..=3).contains(&n))),
+        "{totals:?}"
+    );
+    assert!(bus.wait_idle(Duration::from_secs(10)));
+    let s = bus.analytics().unwrap();
+    assert_eq!(s.count_of_source(agent), 3);
+    drop(publisher);
+    bus.close();
+}

@@ -403,3 +403,56 @@ mod tests {
         assert_eq!(a.bucket_ns, 1);
     }
 }
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+    use crate::journal::{Journal, JournalConfig};
+
+    /// `JournalAnalysis::of` over a real journal on disk equals the analyzer fed the same
+    /// events by hand, and a selection narrows it.
+    #[test]
+    fn analysis_of_a_journal_on_disk() {
+        let dir = std::env::temp_dir().join(format!("dreamnet-offline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut events = Vec::new();
+        for id in 1..=40u64 {
+            let ty = if id % 4 == 0 {
+                EventType::AGENT_RESPONSE
+            } else {
+                EventType::AGENT_TASK
+            };
+            let cause = if id % 4 == 0 { id - 1 } else { 0 };
+            let mut e = Event::new(ty).with_causation_id(cause);
+            e.stamp(id, AgentId((id % 3) as u32), id * 1_000_000);
+            events.push(e);
+        }
+        let mut journal: Journal =
+            Journal::open(JournalConfig::new(&dir).segment_records(16)).expect("journal");
+        for e in &events {
+            journal.append(e).expect("append");
+        }
+        journal.close().expect("close");
+        let reader: JournalReader = JournalReader::open(&dir).expect("reader");
+        let (got, tombstones) =
+            JournalAnalysis::of(&reader, &Selection::all(), 10_000_000).expect("analysis");
+        let mut by_hand = JournalAnalyzer::new(10_000_000);
+        events.iter().for_each(|e| by_hand.add(e));
+        assert_eq!(got, by_hand.finish());
+        assert_eq!(tombstones, 0);
+        assert_eq!(got.buckets.len(), 5);
+        let response = got
+            .latency_of(EventType::AGENT_RESPONSE)
+            .expect("reactions");
+        assert_eq!((response.count, response.max_ns), (10, 1_000_000));
+        let (tasks, _) = JournalAnalysis::of(
+            &reader,
+            &Selection::all().of_type(EventType::AGENT_TASK),
+            10_000_000,
+        )
+        .expect("analysis");
+        assert_eq!(tasks.records, 30);
+        assert!(tasks.latency_by_type.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
