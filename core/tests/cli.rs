@@ -529,3 +529,36 @@ fn report_with_nothing_selected_is_a_typed_error() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no records to plot"));
     assert!(!svg.exists());
 }
+
+/// The progress bar is drawn on a terminal (a pseudo-terminal from `script`, where the
+/// machine has it) and never with `--json`.
+#[test]
+fn the_progress_bar_shows_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to give the binary a terminal");
+        return;
+    }
+    let tmp = TempDir::new("progress");
+    write_sample(&tmp.0);
+    let run = |extra: &str| {
+        let cmd = format!(
+            "{} journal stats {} {extra} >/dev/null",
+            env!("CARGO_BIN_EXE_dreamnet"),
+            tmp.0.display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = run("");
+    assert!(
+        shown.contains("/54 records"),
+        "no bar on the terminal: {shown:?}"
+    );
+    let json = run("--json");
+    assert!(!json.contains("records,"), "a bar with --json: {json:?}");
+}

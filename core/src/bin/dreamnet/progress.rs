@@ -42,10 +42,12 @@ impl ScanProgress {
         let len = scan.as_ref().map(journal::Scan::records);
         let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template(
-            "{spinner} {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
+            "{spinner} {bar:40} {human_pos}/{human_len} records, eta {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
+        // Drawn at once, so even a short scan shows where it is.
+        bar.tick();
         ScanProgress {
             bar,
             first_seq,
