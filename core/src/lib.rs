@@ -34,6 +34,7 @@
 //!    |       |                                    | dead letters        dead_letters.rs
 //!    v
 //!  stats: snapshots per bus, shard, publisher, subscription            stats.rs
+//!  analytics (opt-in): per type / source counts, latency per priority  analytics/
 //!  time: the bus clock (TSC), read lazily by shards                     clock.rs
 //!  waiting: spin / yield / park, chosen once                            wait.rs
 //! ```
@@ -62,6 +63,10 @@
 //!
 //! ## Features
 //!
+//! - `metrics`: [`analytics::MetricsExporter`], live analytics through the `metrics`
+//!   facade (0.24), for any exporter (Prometheus, StatsD, ...).
+//! - `journal`: the on-disk journal, and [`analytics::JournalAnalyzer`] over it.
+//! - `cli`: the `dreamnet` binary (journal tools, `report`).
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
