@@ -111,7 +111,8 @@ struct BucketAcc {
 /// use dreamnet_bus::analytics::JournalAnalyzer;
 /// use dreamnet_bus::{Event, EventType};
 /// let mut analyzer = JournalAnalyzer::new(1_000_000_000);
-/// analyzer.add(&Event::new(EventType::AGENT_TASK));
+/// let event: Event = Event::new(EventType::AGENT_TASK);
+/// analyzer.add(&event);
 /// let analysis = analyzer.finish();
 /// assert_eq!(analysis.records, 1);
 /// assert_eq!(analysis.by_type, vec![(EventType::AGENT_TASK, 1)]);
