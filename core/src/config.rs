@@ -232,7 +232,7 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
 
     /// Live analytics (default off): each shard counts events per type and per source and
     /// records publish -> dispatch latency per priority, read with [`crate::Bus::analytics`].
-    /// Costs about 0.5 MiB of tables per shard (counted in the memory budget); off, the
+    /// Costs about 0.6 MiB of tables per shard (counted in the memory budget); off, the
     /// hot path pays one predictable branch per chunk of events.
     pub fn analytics(mut self, on: bool) -> Self {
         self.config.analytics = on;

@@ -195,3 +195,23 @@ mod tests {
         assert!(h[Priority::Low.index()].equivalent(h[Priority::Low.index()].max(), LATENCY_MAX_NS));
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// What `BusBuilder::analytics` documents: about 0.6 MiB per shard, counted in the
+    /// memory budget.
+    #[test]
+    fn a_shards_tables_take_about_0_6_mib_and_count_in_the_budget() {
+        let bytes = ShardAnalytics::bytes();
+        println!("analytics tables: {bytes} bytes per shard");
+        assert!((500 << 10..800 << 10).contains(&bytes), "{bytes}");
+        let off = crate::Bus::builder().shards(2).memory_footprint();
+        let on = crate::Bus::builder()
+            .shards(2)
+            .analytics(true)
+            .memory_footprint();
+        assert_eq!(on.fixed - off.fixed, 2 * bytes);
+    }
+}
