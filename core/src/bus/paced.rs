@@ -130,10 +130,7 @@ impl<const SLOT: usize> Pacer<SLOT> {
         }
         self.state.ticks.fetch_add(1, Ordering::AcqRel);
         let left = self.left.load(Ordering::Acquire);
-        let mut tokens = 0;
-        while tokens < left.min(MAX_PER_TICK) && self.bucket.try_take(now_ns) {
-            tokens += 1;
-        }
+        let tokens = self.bucket.take_up_to(now_ns, left.min(MAX_PER_TICK));
         let next = now_ns.saturating_add(self.interval_ns);
         if tokens == 0 {
             return Some(next);
@@ -145,9 +142,7 @@ impl<const SLOT: usize> Pacer<SLOT> {
                 // The target subscription left: nothing more can go to it.
                 Err(_) => return self.end(PaceEnd::Drained),
             };
-        for _ in sent..tokens {
-            self.bucket.give_back();
-        }
+        self.bucket.give_back(tokens - sent);
         self.left.fetch_sub(sent, Ordering::AcqRel);
         self.state.sent.fetch_add(sent, Ordering::AcqRel);
         if sent == left {
