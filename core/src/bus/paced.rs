@@ -1,11 +1,12 @@
 //! Rate-limited redrive: dead letters sent back at a fixed pace instead of all at once
 //! (what SQS calls redrive velocity), so a redrive can never flood the bus.
 //!
-//! `Bus::redrive_paced` hands a pacer to shard 0. The shard keeps it next to its timer
-//! wheel with a due time, and at the first poll at or after that time lets it move as
-//! many letters as its token bucket allows (at most [`MAX_PER_TICK`]) through the same
-//! path as `Bus::redrive` (letters go to their subscriptions' shards' redrive queues);
-//! then it is due again one interval later. It stops when it has sent `max` letters,
+//! `Bus::redrive_paced` hands a pacer to shard 0. The shard puts it on its timer wheel,
+//! beside retries and scheduled events; when its tick comes up it moves as many letters
+//! as its token bucket allows (at most [`MAX_PER_TICK`]) through the same path as
+//! `Bus::redrive` (letters go to their subscriptions' shards' redrive queues), then goes
+//! back on the wheel one interval later. (Its ticks do not count as pending work for
+//! `Bus::wait_idle`.) It stops when it has sent `max` letters,
 //! when no letter in the dead letters matches any more, when it is cancelled through its
 //! [`PacedRedrive`] handle, or when the bus closes. A letter that finds its shard's
 //! redrive queue full stays in the dead letters and is tried again at the next tick; so
@@ -37,6 +38,9 @@ pub enum PaceEnd {
     Cancelled,
     /// The bus closed (or was dropped).
     Closed,
+    /// Shard 0's timer wheel had no room for its next tick (the wheel holds retries and
+    /// scheduled events too: see `BusBuilder::timer_capacity`); redrive again later.
+    WheelFull,
 }
 
 const RUNNING: u8 = 0;
@@ -48,6 +52,7 @@ impl PaceEnd {
             PaceEnd::Drained => 2,
             PaceEnd::Cancelled => 3,
             PaceEnd::Closed => 4,
+            PaceEnd::WheelFull => 5,
         }
     }
 
@@ -57,6 +62,7 @@ impl PaceEnd {
             2 => Some(PaceEnd::Drained),
             3 => Some(PaceEnd::Cancelled),
             4 => Some(PaceEnd::Closed),
+            5 => Some(PaceEnd::WheelFull),
             _ => None,
         }
     }
