@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::filter::error::FilterError;
-use crate::names::{validate_name, EventType, MAX_EVENT_TYPES};
+use crate::names::{EventType, MAX_EVENT_TYPES, MAX_NAME_LEN};
 
 const WORDS: usize = MAX_EVENT_TYPES / 64;
 
@@ -38,25 +38,15 @@ impl Pattern {
             pattern: text.to_owned(),
             reason,
         };
-        // A name check on the pattern with its wildcard tokens replaced by a letter gives
-        // the length and character rules of names for free.
-        let plain: String = text
-            .split('.')
-            .map(|t| if t == "*" || t == ">" { "x" } else { t })
-            .collect::<Vec<_>>()
-            .join(".");
-        if validate_name(&plain).is_err() {
-            let offset = text
-                .char_indices()
-                .find(|(_, c)| {
-                    !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '*' | '>'))
-                })
-                .map_or(0, |(i, _)| i);
-            return Err(bad(offset, "a type name or pattern: 1 to 64 bytes of [A-Za-z0-9._:/-], with * and > as whole tokens"));
-        }
         let mut offset = 0;
         let tokens: Vec<&str> = text.split('.').collect();
         for (i, token) in tokens.iter().enumerate() {
+            if let Some(c) = token
+                .char_indices()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '/' | '*' | '>')))
+            {
+                return Err(bad(offset + c.0, "only ASCII letters, digits and . - _ : / * >"));
+            }
             if token.is_empty() {
                 return Err(bad(offset, "a non-empty token between dots"));
             }
@@ -67,6 +57,10 @@ impl Pattern {
                 return Err(bad(offset, "> as the last token only"));
             }
             offset += token.len() + 1;
+        }
+        // What is left of the name rules: the length.
+        if text.len() > MAX_NAME_LEN {
+            return Err(bad(MAX_NAME_LEN, "at most 64 bytes"));
         }
         Ok(Pattern { text: text.into() })
     }
@@ -239,6 +233,7 @@ mod tests {
         assert_eq!(err("agent.ta*"), 16);
         assert_eq!(err("agent task"), 15);
         assert_eq!(err(""), 10);
+        assert_eq!(err(&"a".repeat(65)), 74);
     }
 
     #[test]

@@ -113,3 +113,6 @@ impl From<Expression> for Filter {
         f
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -228,7 +228,7 @@ mod tests {
             e.to_string(),
             r#"(type == "a" || (!priority >= high && meta.k in [1, 2]))"#
         );
-        assert_eq!(parse(&e.to_string()).unwrap(), e);
+        assert_eq!(parse(&e.to_string()).unwrap().to_string(), e.to_string());
         assert_eq!(parse("(((true)))").unwrap(), Expr::Bool(true));
         assert_eq!(parse("type in []").unwrap().to_string(), "type in []");
     }
