@@ -202,7 +202,9 @@ impl Names {
 
     /// Every event type with its name, in id order (for wildcard filters).
     pub(crate) fn event_types(&self) -> impl Iterator<Item = (EventType, &str)> {
-        (0u16..).zip(self.types.names.iter().map(String::as_str)).map(|(i, n)| (EventType(i), n))
+        (0u16..)
+            .zip(self.types.names.iter().map(String::as_str))
+            .map(|(i, n)| (EventType(i), n))
     }
 
     /// The name of an agent id.

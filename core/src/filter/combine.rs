@@ -48,14 +48,19 @@ impl Filter {
     /// # let _ = (agents, system);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn wildcard<const SLOT: usize>(bus: &Bus<SLOT>, pattern: &str) -> Result<Filter, FilterError> {
+    pub fn wildcard<const SLOT: usize>(
+        bus: &Bus<SLOT>,
+        pattern: &str,
+    ) -> Result<Filter, FilterError> {
         let pattern = Pattern::parse(pattern, 0)?;
         if !pattern.is_wildcard() {
-            let ty = bus.event_type(pattern.as_str()).ok_or_else(|| FilterError::UnknownName {
-                position: 0,
-                kind: "event type",
-                name: pattern.as_str().to_owned(),
-            })?;
+            let ty = bus
+                .event_type(pattern.as_str())
+                .ok_or_else(|| FilterError::UnknownName {
+                    position: 0,
+                    kind: "event type",
+                    name: pattern.as_str().to_owned(),
+                })?;
             return Ok(Filter::of_type(ty));
         }
         let set = bus.with_filter_registry(|reg| {
@@ -99,10 +104,18 @@ impl Filter {
             (true, _) => other.types.clone(),
             (_, true) => self.types.clone(),
             _ => {
-                let both: SmallVec<[EventType; 4]> =
-                    self.types.iter().copied().filter(|t| other.types.contains(t)).collect();
+                let both: SmallVec<[EventType; 4]> = self
+                    .types
+                    .iter()
+                    .copied()
+                    .filter(|t| other.types.contains(t))
+                    .collect();
                 // Nothing can pass; keep an index that finds nothing cheaply.
-                if both.is_empty() { self.types.clone() } else { both }
+                if both.is_empty() {
+                    self.types.clone()
+                } else {
+                    both
+                }
             }
         };
         let tap = self.destination.or(other.destination);
@@ -118,7 +131,13 @@ impl Filter {
             SmallVec::new()
         } else {
             let mut all = self.types.clone();
-            all.extend(other.types.iter().copied().filter(|t| !self.types.contains(t)));
+            all.extend(
+                other
+                    .types
+                    .iter()
+                    .copied()
+                    .filter(|t| !self.types.contains(t)),
+            );
             all
         };
         let tap = self.destination.or(other.destination);

@@ -16,5 +16,5 @@ pub(crate) mod wildcard;
 
 pub use error::FilterError;
 pub use expr::Expression;
-pub(crate) use program::Cond;
 pub use program::Cmp;
+pub(crate) use program::Cond;

@@ -237,10 +237,17 @@ impl Cond {
                 Insn::Source(agents) => agents.contains(&h.source()),
                 Insn::Destination(agents) => h.destination().is_some_and(|d| agents.contains(&d)),
                 Insn::Priority(mask) => mask & (1 << h.priority().index()) != 0,
-                Insn::Meta { key, cmp, value } => h.metadata(*key).is_some_and(|v| cmp.holds(v, *value)),
-                Insn::MetaIn { key, values } => h.metadata(*key).is_some_and(|v| values.contains(&v)),
+                Insn::Meta { key, cmp, value } => {
+                    h.metadata(*key).is_some_and(|v| cmp.holds(v, *value))
+                }
+                Insn::MetaIn { key, values } => {
+                    h.metadata(*key).is_some_and(|v| values.contains(&v))
+                }
                 Insn::Predicate(i) => self.predicates.get(*i as usize).is_some_and(|p| p(h)),
-                Insn::Payload(i) => self.payloads.get(*i as usize).is_some_and(|p| p(h, payload)),
+                Insn::Payload(i) => self
+                    .payloads
+                    .get(*i as usize)
+                    .is_some_and(|p| p(h, payload)),
                 Insn::Not => !acc,
                 Insn::JumpIfFalse(t) => {
                     if !acc {
@@ -278,13 +285,16 @@ mod tests {
     }
 
     fn tree() -> impl Strategy<Value = Tree> {
-        (0u8..16).prop_map(Tree::Level).prop_recursive(5, 32, 2, |inner| {
-            prop_oneof![
-                inner.clone().prop_map(|t| Tree::Not(Box::new(t))),
-                (inner.clone(), inner.clone()).prop_map(|(a, b)| Tree::And(Box::new(a), Box::new(b))),
-                (inner.clone(), inner).prop_map(|(a, b)| Tree::Or(Box::new(a), Box::new(b))),
-            ]
-        })
+        (0u8..16)
+            .prop_map(Tree::Level)
+            .prop_recursive(5, 32, 2, |inner| {
+                prop_oneof![
+                    inner.clone().prop_map(|t| Tree::Not(Box::new(t))),
+                    (inner.clone(), inner.clone())
+                        .prop_map(|(a, b)| Tree::And(Box::new(a), Box::new(b))),
+                    (inner.clone(), inner).prop_map(|(a, b)| Tree::Or(Box::new(a), Box::new(b))),
+                ]
+            })
     }
 
     fn model(t: &Tree, p: usize) -> bool {

@@ -41,11 +41,13 @@ impl Pattern {
         let mut offset = 0;
         let tokens: Vec<&str> = text.split('.').collect();
         for (i, token) in tokens.iter().enumerate() {
-            if let Some(c) = token
-                .char_indices()
-                .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '/' | '*' | '>')))
-            {
-                return Err(bad(offset + c.0, "only ASCII letters, digits and . - _ : / * >"));
+            if let Some(c) = token.char_indices().find(|(_, c)| {
+                !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '/' | '*' | '>'))
+            }) {
+                return Err(bad(
+                    offset + c.0,
+                    "only ASCII letters, digits and . - _ : / * >",
+                ));
             }
             if token.is_empty() {
                 return Err(bad(offset, "a non-empty token between dots"));
@@ -78,8 +80,7 @@ impl Pattern {
     /// Whether type name `name` matches (control plane: a string walk).
     pub(crate) fn matches(&self, name: &str) -> bool {
         let mut names = name.split('.');
-        let mut tokens = self.text.split('.').peekable();
-        while let Some(token) = tokens.next() {
+        for token in self.text.split('.') {
             if token == ">" {
                 return names.next().is_some();
             }
@@ -88,7 +89,7 @@ impl Pattern {
                 _ => return false,
             }
         }
-        names.next().is_none() && tokens.peek().is_none()
+        names.next().is_none()
     }
 }
 

@@ -149,9 +149,7 @@ impl Test {
         let any = |f: &dyn Fn(&Value) -> bool| self.values.iter().any(f);
         let named = |actual: Option<String>| {
             let hit = any(&|v| match (v, &actual) {
-                (Value::Name(n, _), Some(a)) => {
-                    Pattern::parse(n, 0).is_ok_and(|p| p.matches(a))
-                }
+                (Value::Name(n, _), Some(a)) => Pattern::parse(n, 0).is_ok_and(|p| p.matches(a)),
                 _ => false,
             });
             if self.op == Op::Cmp(Cmp::Ne) {

@@ -70,11 +70,14 @@ fn test(t: &Test, reg: &mut Registry<'_>, hints: Option<&mut Hints>) -> Result<C
                 if pattern.is_wildcard() {
                     patterns.push(pattern);
                 } else {
-                    let ty = reg.names.event_type(name).ok_or_else(|| FilterError::UnknownName {
-                        position: *pos,
-                        kind: "event type",
-                        name: name.clone(),
-                    })?;
+                    let ty =
+                        reg.names
+                            .event_type(name)
+                            .ok_or_else(|| FilterError::UnknownName {
+                                position: *pos,
+                                kind: "event type",
+                                name: name.clone(),
+                            })?;
                     fixed.push(ty);
                 }
             }
@@ -91,11 +94,15 @@ fn test(t: &Test, reg: &mut Registry<'_>, hints: Option<&mut Hints>) -> Result<C
             let mut agents: SmallVec<[AgentId; 4]> = SmallVec::new();
             for v in &t.values {
                 let Value::Name(name, pos) = v else { continue };
-                agents.push(reg.names.agent(name).ok_or_else(|| FilterError::UnknownName {
-                    position: *pos,
-                    kind: "agent",
-                    name: name.clone(),
-                })?);
+                agents.push(
+                    reg.names
+                        .agent(name)
+                        .ok_or_else(|| FilterError::UnknownName {
+                            position: *pos,
+                            kind: "agent",
+                            name: name.clone(),
+                        })?,
+                );
             }
             let is_dest = t.field == Field::Destination;
             if let (Some(h), true, true, [one]) = (hints, is_dest, positive, agents.as_slice()) {
@@ -128,11 +135,14 @@ fn test(t: &Test, reg: &mut Registry<'_>, hints: Option<&mut Hints>) -> Result<C
             Cond::test(Insn::Priority(mask))
         }
         Field::Meta(key_name) => {
-            let key = reg.names.meta_key(key_name).ok_or_else(|| FilterError::UnknownName {
-                position: t.pos + "meta.".len(),
-                kind: "metadata key",
-                name: key_name.clone(),
-            })?;
+            let key = reg
+                .names
+                .meta_key(key_name)
+                .ok_or_else(|| FilterError::UnknownName {
+                    position: t.pos + "meta.".len(),
+                    kind: "metadata key",
+                    name: key_name.clone(),
+                })?;
             let ints = t.values.iter().filter_map(|v| match v {
                 Value::Int(n, _) => Some(*n),
                 _ => None,

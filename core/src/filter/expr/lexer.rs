@@ -124,7 +124,12 @@ pub(crate) fn tokens(text: &str) -> Result<Vec<Token<'_>>, FilterError> {
                     .count();
                 (Tok::Ident(&text[i..i + len]), len)
             }
-            _ => return Err(syntax(pos, "a token: ( ) [ ] , == != < <= > >= && || ! a name, a number or a \"string\"")),
+            _ => {
+                return Err(syntax(
+                    pos,
+                    "a token: ( ) [ ] , == != < <= > >= && || ! a name, a number or a \"string\"",
+                ))
+            }
         };
         out.push(Token { tok, pos });
         i += len;
@@ -142,11 +147,12 @@ mod tests {
 
     #[test]
     fn the_example_lexes() {
-        let toks: Vec<Tok<'_>> = tokens(r#"type == "agent.task" && priority >= high && meta.tenant == 7"#)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.tok)
-            .collect();
+        let toks: Vec<Tok<'_>> =
+            tokens(r#"type == "agent.task" && priority >= high && meta.tenant == 7"#)
+                .unwrap()
+                .into_iter()
+                .map(|t| t.tok)
+                .collect();
         assert_eq!(
             toks,
             [

@@ -63,7 +63,10 @@ impl PartialEq for Expression {
 
 impl Expression {
     /// Parses `text` and resolves its names on `bus`.
-    pub fn parse<const SLOT: usize>(bus: &Bus<SLOT>, text: &str) -> Result<Expression, FilterError> {
+    pub fn parse<const SLOT: usize>(
+        bus: &Bus<SLOT>,
+        text: &str,
+    ) -> Result<Expression, FilterError> {
         let ast = parser::parse(text)?;
         let (cond, hints) = bus.with_filter_registry(|reg| compile::compile(&ast, reg))?;
         Ok(Expression { ast, cond, hints })

@@ -237,9 +237,15 @@ mod tests {
     fn syntax_errors_say_where_and_what() {
         assert_eq!(err(""), (0, FIELDS));
         assert_eq!(err("type"), (4, "== != or in (names are not ordered)"));
-        assert_eq!(err("type < \"a\""), (5, "== != or in (names are not ordered)"));
+        assert_eq!(
+            err("type < \"a\""),
+            (5, "== != or in (names are not ordered)")
+        );
         assert_eq!(err("type == agent"), (8, "a quoted type name or pattern"));
-        assert_eq!(err("priority == urgent"), (12, "critical, high, normal or low"));
+        assert_eq!(
+            err("priority == urgent"),
+            (12, "critical, high, normal or low")
+        );
         assert_eq!(err("meta.k == \"7\""), (10, "an integer"));
         assert_eq!(err("(true"), (5, "`)`, `&&` or `||`"));
         assert_eq!(err("true false"), (5, "`&&`, `||` or the end"));

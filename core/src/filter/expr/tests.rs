@@ -9,7 +9,14 @@ use crate::filter::program::Cmp;
 use crate::priority::Priority;
 use crate::Bus;
 
-const TYPES: [&str; 6] = ["agent.task", "agent.status", "system.health", "system.x.y", "tool.run", "agent.task.sub"];
+const TYPES: [&str; 6] = [
+    "agent.task",
+    "agent.status",
+    "system.health",
+    "system.x.y",
+    "tool.run",
+    "agent.task.sub",
+];
 const AGENTS: [&str; 3] = ["a1", "a2", "a3"];
 const KEYS: [&str; 2] = ["tenant", "zone"];
 
@@ -27,14 +34,23 @@ fn bus() -> Bus {
     bus
 }
 
-fn event(bus: &Bus, ty: &str, src: &str, dst: Option<&str>, prio: Priority, meta: &[(&str, u64)]) -> Event {
+fn event(
+    bus: &Bus,
+    ty: &str,
+    src: &str,
+    dst: Option<&str>,
+    prio: Priority,
+    meta: &[(&str, u64)],
+) -> Event {
     let mut e: Event = Event::new(bus.event_type(ty).unwrap()).with_priority(prio);
     e.stamp(1, bus.agent(src).unwrap(), 0);
     if let Some(d) = dst {
         e = e.to(bus.agent(d).unwrap());
     }
     for (k, v) in meta {
-        e = e.with_metadata(bus.register_meta_key(k).unwrap(), *v).unwrap();
+        e = e
+            .with_metadata(bus.register_meta_key(k).unwrap(), *v)
+            .unwrap();
     }
     e
 }
@@ -42,13 +58,52 @@ fn event(bus: &Bus, ty: &str, src: &str, dst: Option<&str>, prio: Priority, meta
 #[test]
 fn the_issue_example_passes_what_it_says() {
     let bus = bus();
-    let x = Expression::parse(&bus, r#"type == "agent.task" && priority >= high && meta.tenant == 7"#).unwrap();
-    let ok = event(&bus, "agent.task", "a1", None, Priority::High, &[("tenant", 7)]);
+    let x = Expression::parse(
+        &bus,
+        r#"type == "agent.task" && priority >= high && meta.tenant == 7"#,
+    )
+    .unwrap();
+    let ok = event(
+        &bus,
+        "agent.task",
+        "a1",
+        None,
+        Priority::High,
+        &[("tenant", 7)],
+    );
     assert!(x.matches(&ok));
-    assert!(x.matches(&event(&bus, "agent.task", "a1", None, Priority::Critical, &[("zone", 1), ("tenant", 7)])));
-    assert!(!x.matches(&event(&bus, "agent.task", "a1", None, Priority::Normal, &[("tenant", 7)])));
-    assert!(!x.matches(&event(&bus, "agent.status", "a1", None, Priority::High, &[("tenant", 7)])));
-    assert!(!x.matches(&event(&bus, "agent.task", "a1", None, Priority::High, &[("tenant", 8)])));
+    assert!(x.matches(&event(
+        &bus,
+        "agent.task",
+        "a1",
+        None,
+        Priority::Critical,
+        &[("zone", 1), ("tenant", 7)]
+    )));
+    assert!(!x.matches(&event(
+        &bus,
+        "agent.task",
+        "a1",
+        None,
+        Priority::Normal,
+        &[("tenant", 7)]
+    )));
+    assert!(!x.matches(&event(
+        &bus,
+        "agent.status",
+        "a1",
+        None,
+        Priority::High,
+        &[("tenant", 7)]
+    )));
+    assert!(!x.matches(&event(
+        &bus,
+        "agent.task",
+        "a1",
+        None,
+        Priority::High,
+        &[("tenant", 8)]
+    )));
     assert!(!x.matches(&event(&bus, "agent.task", "a1", None, Priority::High, &[])));
     // The filter indexes the route by the named type.
     let f = Filter::from(x);
@@ -59,7 +114,14 @@ fn the_issue_example_passes_what_it_says() {
 #[test]
 fn names_and_operators() {
     let bus = bus();
-    let e = event(&bus, "system.x.y", "a2", Some("a3"), Priority::Low, &[("zone", 5)]);
+    let e = event(
+        &bus,
+        "system.x.y",
+        "a2",
+        Some("a3"),
+        Priority::Low,
+        &[("zone", 5)],
+    );
     let yes = [
         r#"type == "system.>""#,
         r#"type in ["agent.*", "system.x.y"]"#,
@@ -90,23 +152,43 @@ fn names_and_operators() {
         "!true",
     ];
     for text in no {
-        assert!(!Expression::parse(&bus, text).unwrap().matches(&e), "{text}");
+        assert!(
+            !Expression::parse(&bus, text).unwrap().matches(&e),
+            "{text}"
+        );
     }
     let broadcast = event(&bus, "tool.run", "a1", None, Priority::Normal, &[]);
-    assert!(Expression::parse(&bus, r#"destination != "a1""#).unwrap().matches(&broadcast));
-    assert!(!Expression::parse(&bus, r#"destination in ["a1", "a2"]"#).unwrap().matches(&broadcast));
+    assert!(Expression::parse(&bus, r#"destination != "a1""#)
+        .unwrap()
+        .matches(&broadcast));
+    assert!(!Expression::parse(&bus, r#"destination in ["a1", "a2"]"#)
+        .unwrap()
+        .matches(&broadcast));
 }
 
 #[test]
 fn unknown_names_are_typed_errors_with_positions() {
     let bus = bus();
     let unknown = |text: &str| match Expression::parse(&bus, text) {
-        Err(FilterError::UnknownName { position, kind, name }) => (position, kind, name),
+        Err(FilterError::UnknownName {
+            position,
+            kind,
+            name,
+        }) => (position, kind, name),
         other => panic!("{text}: {other:?}"),
     };
-    assert_eq!(unknown(r#"type == "nope""#), (8, "event type", "nope".into()));
-    assert_eq!(unknown(r#"true && source in ["a1", "zz"]"#), (25, "agent", "zz".into()));
-    assert_eq!(unknown("meta.colour == 1"), (5, "metadata key", "colour".into()));
+    assert_eq!(
+        unknown(r#"type == "nope""#),
+        (8, "event type", "nope".into())
+    );
+    assert_eq!(
+        unknown(r#"true && source in ["a1", "zz"]"#),
+        (25, "agent", "zz".into())
+    );
+    assert_eq!(
+        unknown("meta.colour == 1"),
+        (5, "metadata key", "colour".into())
+    );
     assert!(matches!(
         Expression::parse(&bus, r#"type == "agent.>.x""#),
         Err(FilterError::BadPattern { position: 15, .. })
@@ -134,7 +216,10 @@ fn wildcards_see_types_registered_after_them() {
     assert!(!x.matches(&e) && w.matches(&e));
     e.set_event_type(EventType::AGENT_TASK);
     assert!(!x.matches(&e) && !w.matches(&e));
-    assert_eq!(Filter::wildcard(&bus, "agent.task").unwrap().types(), &[EventType::AGENT_TASK]);
+    assert_eq!(
+        Filter::wildcard(&bus, "agent.task").unwrap().types(),
+        &[EventType::AGENT_TASK]
+    );
 }
 
 // ---- the property: random trees, printed, parsed, compiled, against the model ----
@@ -155,18 +240,54 @@ fn test_strategy() -> impl Strategy<Value = Test> {
         Just(Op::In)
     ];
     const TYPE_NAMES: [&str; 11] = [
-        "agent.task", "agent.status", "system.health", "system.x.y", "tool.run", "agent.task.sub",
-        "agent.*", "system.>", "*.task", ">", "tool.*.z",
+        "agent.task",
+        "agent.status",
+        "system.health",
+        "system.x.y",
+        "tool.run",
+        "agent.task.sub",
+        "agent.*",
+        "system.>",
+        "*.task",
+        ">",
+        "tool.*.z",
     ];
-    let level = proptest::sample::select(&[Priority::Critical, Priority::High, Priority::Normal, Priority::Low][..])
-        .prop_map(|p| Value::Level(p, 0));
+    let level = proptest::sample::select(
+        &[
+            Priority::Critical,
+            Priority::High,
+            Priority::Normal,
+            Priority::Low,
+        ][..],
+    )
+    .prop_map(|p| Value::Level(p, 0));
     let int = (0u64..4).prop_map(|n| Value::Int(n, 0));
     prop_oneof![
-        (names_op.clone(), proptest::collection::vec(name(&TYPE_NAMES), 0..3)).prop_map(|(op, v)| (Field::Type, op, v)),
-        (names_op.clone(), proptest::collection::vec(name(&AGENTS), 0..3)).prop_map(|(op, v)| (Field::Source, op, v)),
-        (names_op, proptest::collection::vec(name(&AGENTS), 0..3)).prop_map(|(op, v)| (Field::Destination, op, v)),
-        (ord_op.clone(), proptest::collection::vec(level, 0..3)).prop_map(|(op, v)| (Field::Priority, op, v)),
-        (ord_op, proptest::sample::select(&KEYS[..]), proptest::collection::vec(int, 0..3))
+        (
+            names_op.clone(),
+            proptest::collection::vec(name(&TYPE_NAMES), 0..3)
+        )
+            .prop_map(|(op, v)| (Field::Type, op, v)),
+        (
+            names_op.clone(),
+            proptest::collection::vec(name(&AGENTS), 0..3)
+        )
+            .prop_map(|(op, v)| (Field::Source, op, v)),
+        (names_op, proptest::collection::vec(name(&AGENTS), 0..3)).prop_map(|(op, v)| (
+            Field::Destination,
+            op,
+            v
+        )),
+        (ord_op.clone(), proptest::collection::vec(level, 0..3)).prop_map(|(op, v)| (
+            Field::Priority,
+            op,
+            v
+        )),
+        (
+            ord_op,
+            proptest::sample::select(&KEYS[..]),
+            proptest::collection::vec(int, 0..3)
+        )
             .prop_map(|(op, k, v)| (Field::Meta(k.to_owned()), op, v)),
     ]
     .prop_map(|(field, op, mut values)| {
@@ -182,19 +303,28 @@ fn test_strategy() -> impl Strategy<Value = Test> {
                 });
             }
         }
-        Test { field, pos: 0, op, values }
+        Test {
+            field,
+            pos: 0,
+            op,
+            values,
+        }
     })
 }
 
 fn expr_strategy() -> impl Strategy<Value = Expr> {
-    prop_oneof![any::<bool>().prop_map(Expr::Bool), test_strategy().prop_map(Expr::Test), test_strategy().prop_map(Expr::Test)]
-        .prop_recursive(5, 24, 2, |inner| {
-            prop_oneof![
-                inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
-                (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::And(Box::new(a), Box::new(b))),
-                (inner.clone(), inner).prop_map(|(a, b)| Expr::Or(Box::new(a), Box::new(b))),
-            ]
-        })
+    prop_oneof![
+        any::<bool>().prop_map(Expr::Bool),
+        test_strategy().prop_map(Expr::Test),
+        test_strategy().prop_map(Expr::Test)
+    ]
+    .prop_recursive(5, 24, 2, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::And(Box::new(a), Box::new(b))),
+            (inner.clone(), inner).prop_map(|(a, b)| Expr::Or(Box::new(a), Box::new(b))),
+        ]
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -214,13 +344,23 @@ fn ev_strategy() -> impl Strategy<Value = Ev> {
         0u8..4,
         proptest::collection::vec((0..KEYS.len(), 0u64..4), 0..3),
     )
-        .prop_map(|(ty, src, dst, prio, meta)| Ev { ty, src, dst, prio, meta })
+        .prop_map(|(ty, src, dst, prio, meta)| Ev {
+            ty,
+            src,
+            dst,
+            prio,
+            meta,
+        })
 }
 
 fn build(bus: &Bus, ev: &Ev) -> Event {
     // Types 0..7 are the built-ins, then TYPES in order (re-registered built-ins excepted).
-    let mut e: Event = Event::new(EventType(ev.ty.min(bus.with_filter_registry(|r| r.names.event_type_count()) as usize - 1) as u16))
-        .with_priority(Priority::from_u8(ev.prio).unwrap());
+    let mut e: Event = Event::new(EventType(
+        ev.ty
+            .min(bus.with_filter_registry(|r| r.names.event_type_count()) as usize - 1)
+            as u16,
+    ))
+    .with_priority(Priority::from_u8(ev.prio).unwrap());
     e.stamp(1, bus.agent(AGENTS[ev.src]).unwrap(), 0);
     if let Some(d) = ev.dst {
         e = e.to(bus.agent(AGENTS[d]).unwrap());
