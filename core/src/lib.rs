@@ -28,6 +28,7 @@
 //!    | 4. the rings: critical first, starvation guard, chunks
 //!    v
 //!  Router: direct / broadcast / filtered / load-balanced groups         router.rs, subscription.rs
+//!    | advanced filters: and/or/not, wildcards, expressions (compiled)  filter/
 //!    -> handler(&Delivery) -> Outcome (the envelope on request)         outcome.rs, envelope.rs
 //!    |  Done | Retry: backoff on the timer wheel | Fail, exhausted,     backoff.rs, retry.rs
 //!    |       |                                    | panicked, expired:

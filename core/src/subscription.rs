@@ -61,8 +61,9 @@ pub struct Filter {
     /// Bit `p` set: priority `p` passes. Zero: every priority.
     pub(crate) priorities: u8,
     pub(crate) predicate: Option<Predicate>,
-    /// Compiled criteria from combinators, expressions and wildcards (`filter/`).
-    pub(crate) cond: Option<crate::filter::Cond>,
+    /// Compiled criteria from combinators, expressions and wildcards (`filter/`). Boxed:
+    /// routes hold their filter inline, and plain filters should stay small.
+    pub(crate) cond: Option<Box<crate::filter::Cond>>,
 }
 
 impl core::fmt::Debug for Filter {
