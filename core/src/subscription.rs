@@ -162,7 +162,9 @@ impl Filter {
             && self.cond.is_none()
     }
 
-    /// The types this filter names (empty: all).
+    /// The types the router indexes this filter under (empty: every type). For the plain
+    /// criteria these are exactly the types that pass; for a combined, parsed or wildcard
+    /// filter a superset (its compiled program decides).
     pub fn types(&self) -> &[EventType] {
         &self.types
     }
