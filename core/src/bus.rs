@@ -30,9 +30,11 @@ use crate::wait::Waiter;
 
 mod paced;
 mod shield;
+mod window;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
 pub use shield::{ShieldStats, SHIELD_AGENT};
+pub use window::{Window, WINDOW_AGENT, WINDOW_RESULT_TYPE};
 
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]

@@ -134,9 +134,13 @@ mod targets;
 pub mod timer_wheel;
 mod type_tag;
 mod wait;
+pub mod window;
 
 pub use backoff::{Jitter, RetryPolicy};
-pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
+pub use bus::{
+    Bus, PaceEnd, PacedRedrive, ShieldStats, Window, MAX_PER_TICK, SHIELD_AGENT, WINDOW_AGENT,
+    WINDOW_RESULT_TYPE,
+};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
