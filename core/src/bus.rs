@@ -34,6 +34,7 @@ mod window;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
 pub use shield::{ShieldStats, SHIELD_AGENT};
+pub(crate) use window::TICK_TYPE;
 pub use window::{Window, WINDOW_AGENT, WINDOW_RESULT_TYPE};
 
 /// Control-plane bookkeeping, under one lock.

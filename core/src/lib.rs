@@ -120,6 +120,7 @@ mod policy;
 mod priority;
 mod progress;
 mod publisher;
+pub mod recurring;
 mod retry;
 mod router;
 mod schedule;
