@@ -73,7 +73,7 @@ fn aggregation_allocates_nothing_after_setup() {
             p.try_publish(e).unwrap();
         }
         // One event stamped now but delivered after its windows closed: late.
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let e = Event::new(EventType::AGENT_TASK)
                 .with_metadata(tenant, 1)
                 .unwrap()
