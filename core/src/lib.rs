@@ -65,6 +65,8 @@
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
+//! - `cron`: `Bus::cron` and `recurring::Recurrence::cron`, recurring schedules from cron
+//!   expressions (the `cron` crate). `Bus::every` and the `window` module need no feature.
 //!
 //! ## Example
 //!
