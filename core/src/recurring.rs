@@ -167,7 +167,7 @@ impl Recurrence {
                     ),
                     MissedTicks::CatchUp => {
                         let fires = (behind + 1).min(MAX_CATCH_UP);
-                        (fires, 0, Some(due.saturating_add(fires * iv)))
+                        (fires, 0, Some(due.saturating_add(fires.saturating_mul(iv))))
                     }
                 }
             }
@@ -466,7 +466,9 @@ impl<const SLOT: usize> Bus<SLOT> {
         if let Err(()) = lock(&firing).arm(first) {
             let _ = self.unsubscribe(subscription);
             return Err(RecurringError::Schedule(
-                "the publisher's ring is full or the bus is closed".into(),
+                "the publisher's ring is full, the bus is closed, or the first due time is \
+                 beyond the schedule horizon"
+                    .into(),
             ));
         }
         Ok(Recurring {

@@ -351,8 +351,21 @@ fn payload_accessor_session_and_stop_window() {
         results.lock().unwrap().is_empty(),
         "the session is still open"
     );
+    assert_eq!(
+        shards[0].pending_timers(),
+        1,
+        "the session's close is on the wheel"
+    );
     assert_eq!(bus.stop_window(&window).unwrap(), 1);
     drain(&mut shards);
+    clock.advance(Duration::from_millis(10));
+    drain(&mut shards);
+    assert_eq!(shards[0].pending_timers(), 0);
+    assert_eq!(
+        bus.stats().shards[0].scheduled_cancelled,
+        1,
+        "stopping cancelled its tick"
+    );
     let got = results.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     let r = got[0];
@@ -404,6 +417,12 @@ fn bad_specs_are_typed_errors() {
     assert!(matches!(
         w(WindowSpec::tumbling(Duration::from_secs(1)).key_capacity(0)),
         WindowError::KeyCapacity { given: 0, .. }
+    ));
+    assert!(matches!(
+        w(WindowSpec::tumbling(Duration::from_secs(
+            2 * 365 * 24 * 3600
+        ))),
+        WindowError::SpanTooLong(_)
     ));
     let small = Bus::<128>::builder_with_slot().build().unwrap();
     let err = small

@@ -79,6 +79,8 @@ pub(crate) struct Operator<const SLOT: usize> {
     tick_type: EventType,
     /// The due time of the earliest tick known to be on the wheel.
     tick_at: Option<u64>,
+    /// The id of the last tick scheduled (`stop_window` cancels it).
+    tick_id: u64,
     dead: Arc<DeadLetters<SLOT>>,
     shard: usize,
 }
@@ -167,7 +169,10 @@ impl<const SLOT: usize> Operator<SLOT> {
             .to(self.agent)
             .with_correlation_id(self.id);
         match self.publisher.try_publish_at(tick, next) {
-            Ok(_) => self.tick_at = Some(next),
+            Ok((_, token)) => {
+                self.tick_at = Some(next);
+                self.tick_id = token.event_id();
+            }
             Err(_) => self.state.stats_mut().tick_refused += 1,
         }
     }
@@ -252,6 +257,16 @@ impl<const SLOT: usize> Bus<SLOT> {
     ) -> Result<Window<SLOT>, WindowError> {
         let mut subscription = subscription.into();
         let (shape, per_key) = spec.shape()?;
+        // A window must close within the wheel's schedule horizon.
+        let horizon = crate::schedule::schedule_horizon(self.shared.config.tick);
+        let span = match spec.kind {
+            crate::window::WindowKind::Tumbling(size) => size,
+            crate::window::WindowKind::Hopping { size, .. } => size,
+            crate::window::WindowKind::Session { gap } => gap,
+        };
+        if span.saturating_add(spec.grace) > horizon {
+            return Err(WindowError::SpanTooLong(span.saturating_add(spec.grace)));
+        }
         if Event::<SLOT>::new(crate::names::EventType::AGENT_TASK)
             .with_payload(&WindowResult::default())
             .is_err()
@@ -285,6 +300,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             agent,
             tick_type,
             tick_at: None,
+            tick_id: 0,
             dead: Arc::clone(&self.shared.dead_letters),
             shard,
         }));
@@ -312,13 +328,14 @@ impl<const SLOT: usize> Bus<SLOT> {
         })
     }
 
-    /// Stops a window: unsubscribes it, then emits every window still open (as if its
-    /// grace had passed). Returns how many results were published; results the bus
+    /// Stops a window: unsubscribes it, cancels its pending tick, then emits every window
+    /// still open (as if its grace had passed). Returns how many results were published; results the bus
     /// refuses (full ring, closed bus) stay in `stats().open_count`.
     pub fn stop_window(&self, window: &Window<SLOT>) -> Result<u32, WindowError> {
         self.unsubscribe(window.data)?;
         self.unsubscribe(window.tick)?;
         let mut op = lock(&window.operator);
+        self.cancel_scheduled(crate::schedule::ScheduleToken(op.tick_id));
         let Operator {
             state,
             publisher,

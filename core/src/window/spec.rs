@@ -93,7 +93,8 @@ pub enum WindowError {
         /// The advance given.
         advance: Duration,
     },
-    /// A span does not fit the bus clock's u64 nanoseconds.
+    /// A span (plus the grace period) is beyond the timer wheel's schedule horizon
+    /// (see `schedule_horizon`), or does not fit the bus clock's u64 nanoseconds.
     #[error("window span {0:?} is too long")]
     SpanTooLong(Duration),
     /// Key capacity outside `1..=MAX_WINDOW_KEYS`.
