@@ -258,3 +258,38 @@ fn bad_schedules_are_typed_errors() {
     );
     assert!(matches!(e, Err(RecurringError::NoOccurrence)), "{e:?}");
 }
+
+/// On a worker thread with the real clock: an `every` schedule keeps firing on its own.
+#[test]
+fn worker_mode_real_clock_fires() {
+    let bus = Bus::builder().build().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&seen);
+    bus.subscribe(Filter::of_type(EventType::AGENT_STATUS), move |_| {
+        s.fetch_add(1, Ordering::Relaxed);
+        Outcome::Done
+    })
+    .unwrap();
+    let p = bus.publisher(bus.register_agent("w").unwrap()).unwrap();
+    let r = bus
+        .every(
+            Duration::from_millis(2),
+            p,
+            Event::new(EventType::AGENT_STATUS),
+            MissedTicks::Skip,
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.load(Ordering::Relaxed) < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(seen.load(Ordering::Relaxed) >= 5, "{:?}", r.stats());
+    assert!(bus.cancel_recurring(&r));
+    let after = r.stats().fired;
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        r.stats().fired <= after + 1,
+        "at most one firing in flight when cancelled"
+    );
+    bus.close();
+}

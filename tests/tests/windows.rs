@@ -437,3 +437,52 @@ fn bad_specs_are_typed_errors() {
     );
     let _ = Observed::Late;
 }
+
+/// On worker threads with the real clock: every event ends up in an emitted window, the
+/// closes driven by the wheel alone (no more events arrive after the last publish). The
+/// grace covers the delivery delay of a loaded 2-core machine (lateness is judged on the
+/// bus clock when the shard takes the event).
+#[test]
+fn worker_mode_real_clock_emits_every_event() {
+    let bus = Bus::builder().shards(2).build().unwrap();
+    // 21 open windows per key at most: (50 ms + 1 s) / 50 ms.
+    let spec = WindowSpec::tumbling(Duration::from_millis(50))
+        .key_by(KeyBy::Source)
+        .grace(Duration::from_secs(1));
+    let window = bus
+        .window(Filter::of_type(EventType::AGENT_TASK), spec)
+        .unwrap();
+    let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = Arc::clone(&total);
+    bus.subscribe(Filter::of_type(window.output()), move |d| {
+        let n = d
+            .payload::<WindowResult>()
+            .map_or(0, |r| r.count.to_native());
+        t.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Outcome::Done
+    })
+    .unwrap();
+    let mut p = bus.publisher(bus.register_agent("w").unwrap()).unwrap();
+    for _ in 0..1000 {
+        p.publish(Event::new(EventType::AGENT_TASK)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while total.load(std::sync::atomic::Ordering::Relaxed) < 1000
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        total.load(std::sync::atomic::Ordering::Relaxed),
+        1000,
+        "{:?} {:?}",
+        window.stats(),
+        bus.stats()
+    );
+    let s = window.stats();
+    assert!(
+        s.conserved() && s.counted == 1000 && s.open_count == 0,
+        "{s:?}"
+    );
+    bus.close();
+}

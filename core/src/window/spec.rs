@@ -286,8 +286,11 @@ impl<const SLOT: usize> WindowSpec<SLOT> {
         self
     }
     /// Accepts events up to `grace` after their window's end (event time = the header's
-    /// timestamp, judged against the bus clock when the event is delivered); the window
-    /// is emitted when the grace is over. Later events are `Late`.
+    /// timestamp, judged against the bus clock when the shard takes the event); the window
+    /// is emitted when the grace is over. Later events are `Late`. The grace must cover
+    /// the delivery delay you tolerate: an event that waits in a ring (a busy or stalled
+    /// shard) past its window's end plus the grace is late, like an out-of-order event in
+    /// Kafka Streams. Zero grace suits only a shard that keeps up.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
