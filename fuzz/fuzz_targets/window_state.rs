@@ -61,7 +61,7 @@ fuzz_target!(|input: Input| {
         return;
     };
     let cap = usize::from(input.capacity % 6).max(1);
-    let mut state = WindowState::new(shape, cap, per_key);
+    let mut state = WindowState::try_new(shape, cap, per_key).expect("a small table");
     let mut model = Model::new(shape, cap);
     let mut got: Vec<(WindowResult, u64)> = Vec::new();
     let mut now = 0u64;

@@ -66,7 +66,7 @@ proptest! {
         let Ok((shape, per_key)) = Shape::new(kind, Duration::from_nanos(grace)) else {
             return Ok(());
         };
-        let mut state = WindowState::new(shape, cap, per_key);
+        let mut state = WindowState::try_new(shape, cap, per_key).expect("a small table");
         let mut model = Model::new(shape, cap);
         let mut got: Vec<(WindowResult, u64)> = Vec::new();
         let mut now = 0u64;
@@ -424,6 +424,10 @@ fn bad_specs_are_typed_errors() {
         ))),
         WindowError::SpanTooLong(_)
     ));
+    // 65,536 keys x 61 windows x ~4 KiB is ~16 GB: over the default 1 GiB budget.
+    let huge = WindowSpec::hopping(Duration::from_secs(60), Duration::from_secs(1))
+        .key_capacity(dreamnet_bus::window::MAX_WINDOW_KEYS);
+    assert!(matches!(w(huge), WindowError::MemoryBudget { budget, .. } if budget == 1 << 30));
     let small = Bus::<128>::builder_with_slot().build().unwrap();
     let err = small
         .window(

@@ -289,10 +289,17 @@ impl<const SLOT: usize> Bus<SLOT> {
             }
         };
         subscription.shard = Some(shard);
+        let budget = self.shared.config.memory_budget;
+        let needed = WindowState::footprint(spec.key_capacity, per_key);
+        if needed > budget {
+            return Err(WindowError::MemoryBudget { needed, budget });
+        }
+        let state = WindowState::try_new(shape, spec.key_capacity, per_key)
+            .map_err(|_| WindowError::MemoryBudget { needed, budget: 0 })?;
         let id = NEXT_WINDOW.fetch_add(1, Ordering::Relaxed);
         let operator = Arc::new(Mutex::new(Operator {
             id,
-            state: WindowState::new(shape, spec.key_capacity, per_key),
+            state,
             publisher: self.publisher(agent)?,
             key_by: spec.key_by,
             value: spec.value,

@@ -114,6 +114,15 @@ pub enum WindowError {
         /// [`MAX_WINDOWS_PER_KEY`].
         max: usize,
     },
+    /// The window table (keys x windows per key x ~4 KiB) would exceed the bus's memory
+    /// budget (`BusBuilder::memory_budget`), or could not be allocated.
+    #[error("a window table of {needed} bytes exceeds the memory budget of {budget} bytes")]
+    MemoryBudget {
+        /// Bytes the table needs.
+        needed: usize,
+        /// The budget (0: the allocation itself failed).
+        budget: usize,
+    },
     /// The bus slot is too small for a [`WindowResult`](super::WindowResult) payload.
     #[error("a window result does not fit a {slot}-byte slot")]
     SlotTooSmall {

@@ -1,6 +1,6 @@
 //! The window table and its semantics, without the bus: events go in with their key,
 //! event time, value and the current bus time; closed windows come out through a
-//! callback. Everything is allocated in [`WindowState::new`]; `observe` and `close_due`
+//! callback. Everything is allocated in [`WindowState::try_new`]; `observe` and `close_due`
 //! never allocate.
 //!
 //! The rules (what the model in the tests checks):
@@ -101,23 +101,45 @@ pub struct WindowState {
 }
 
 impl WindowState {
-    /// A table for `keys` keys with `per_key` windows each (what [`Shape::new`] says).
-    /// Allocates `keys x per_key` cells and histograms (4 KiB each).
-    pub fn new(shape: Shape, keys: usize, per_key: usize) -> Self {
+    /// A table for `keys` keys with `per_key` windows each (what [`Shape::new`] says):
+    /// `keys x per_key` cells and histograms (~4 KiB each: see
+    /// [`WindowState::footprint`]). A failed allocation is an error, not an abort.
+    pub fn try_new(
+        shape: Shape,
+        keys: usize,
+        per_key: usize,
+    ) -> Result<Self, std::collections::TryReserveError> {
         let per_key = per_key.clamp(1, MAX_WINDOWS_PER_KEY);
         let keys = keys.max(1);
-        WindowState {
+        fn filled<T: Clone>(n: usize, v: T) -> Result<Vec<T>, std::collections::TryReserveError> {
+            let mut out = Vec::new();
+            out.try_reserve_exact(n)?;
+            out.resize(n, v);
+            Ok(out)
+        }
+        Ok(WindowState {
             shape,
             per_key,
             table: KeyTable::new(keys),
-            slot_keys: vec![0; keys],
-            slot_open: vec![0; keys],
-            cells: vec![Cell::default(); keys * per_key],
-            hist: vec![0; keys * per_key * BUCKETS],
+            slot_keys: filled(keys, 0)?,
+            slot_open: filled(keys, 0)?,
+            cells: filled(keys * per_key, Cell::default())?,
+            hist: filled(keys * per_key * BUCKETS, 0)?,
             now: 0,
             next_close: u64::MAX,
             stats: WindowStats::default(),
-        }
+        })
+    }
+
+    /// The bytes a table for `keys` keys with `per_key` windows each allocates (saturated
+    /// at `usize::MAX`): what `Bus::window` checks against the bus's memory budget.
+    pub fn footprint(keys: usize, per_key: usize) -> usize {
+        let windows = keys.saturating_mul(per_key);
+        let per_window = core::mem::size_of::<Cell>() + BUCKETS * core::mem::size_of::<u32>();
+        let per_key_bytes = 2 * (8 + 4) + 8 + 4 + 4; // key table (2x, key + slot), key, count, free list
+        windows
+            .saturating_mul(per_window)
+            .saturating_add(keys.saturating_mul(per_key_bytes))
     }
 
     /// The counts so far.
