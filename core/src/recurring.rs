@@ -352,8 +352,10 @@ impl<const SLOT: usize> Firing<SLOT> {
     }
 
     fn arm(&mut self, at: u64) -> Result<(), ()> {
+        // Critical: a ring of its own on this publisher, not behind the template events.
         let tick = Event::new(self.tick_type)
             .to(self.clockwork)
+            .with_priority(crate::priority::Priority::Critical)
             .with_correlation_id(self.id);
         let (_, token) = self.publisher.try_publish_at(tick, at).map_err(|_| ())?;
         self.counters

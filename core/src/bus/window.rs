@@ -12,6 +12,7 @@ use crate::dead_letters::{DeadLetter, DeadLetters, DeadReason};
 use crate::event::{Event, DEFAULT_SLOT};
 use crate::names::{AgentId, EventType};
 use crate::outcome::Outcome;
+use crate::priority::Priority;
 use crate::publisher::Publisher;
 use crate::subscription::{Delivery, Filter, Subscription, SubscriptionId};
 use crate::window::{
@@ -128,7 +129,8 @@ impl<const SLOT: usize> Operator<SLOT> {
             Observed::Late => self.dead_letter(d, DeadReason::Late, now),
             Observed::KeyOverflow => self.dead_letter(d, DeadReason::KeyOverflow, now),
         }
-        self.arm();
+        // Refused: counted; the next event, or the tick on the wheel, arms again.
+        let _ = self.arm();
         Outcome::Done
     }
 
@@ -139,11 +141,17 @@ impl<const SLOT: usize> Operator<SLOT> {
         if self.tick_at.is_some_and(|t| t <= now) {
             self.tick_at = None;
         }
-        self.close(now);
-        Outcome::Done
+        if self.close(now) {
+            Outcome::Done
+        } else {
+            // No next tick could be scheduled (the ring is full): this one comes back
+            // through the retry wheel, which needs no ring, and tries again.
+            Outcome::retry(1)
+        }
     }
 
-    fn close(&mut self, now: u64) {
+    /// Closes what is due at `now`; false if a next tick was needed and not scheduled.
+    fn close(&mut self, now: u64) -> bool {
         let Operator {
             state,
             publisher,
@@ -154,26 +162,33 @@ impl<const SLOT: usize> Operator<SLOT> {
         state.stats_mut().ticks += 1;
         let mut emit = |r: &WindowResult, cause: u64| emit(publisher, *output, *id, r, cause);
         state.close_due(now, &mut emit);
-        self.arm();
+        self.arm()
     }
 
-    /// Schedules a tick for the earliest close, unless one is due by then already.
-    fn arm(&mut self) {
+    /// Schedules a tick for the earliest close, unless one is due by then already. False
+    /// if one was needed and the bus refused it (counted in `tick_refused`).
+    fn arm(&mut self) -> bool {
         let Some(next) = self.state.next_close() else {
-            return;
+            return true;
         };
         if self.tick_at.is_some_and(|t| t <= next) {
-            return;
+            return true;
         }
+        // Critical: its own ring on this publisher, never behind the results.
         let tick = Event::new(self.tick_type)
             .to(self.agent)
+            .with_priority(Priority::Critical)
             .with_correlation_id(self.id);
         match self.publisher.try_publish_at(tick, next) {
             Ok((_, token)) => {
                 self.tick_at = Some(next);
                 self.tick_id = token.event_id();
+                true
             }
-            Err(_) => self.state.stats_mut().tick_refused += 1,
+            Err(_) => {
+                self.state.stats_mut().tick_refused += 1;
+                false
+            }
         }
     }
 

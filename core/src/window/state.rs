@@ -71,7 +71,8 @@ pub struct WindowStats {
     pub emit_refused: u64,
     /// Ticks (timer events) the window received.
     pub ticks: u64,
-    /// Ticks it could not schedule (ring full); the next event or tick schedules again.
+    /// Ticks it could not schedule (ring full); the next event schedules again, and a
+    /// tick that could not schedule its successor is retried through the retry wheel.
     pub tick_refused: u64,
 }
 
