@@ -62,7 +62,8 @@ impl<const SLOT: usize> Window<SLOT> {
     pub fn output(&self) -> EventType {
         self.output
     }
-    /// Its counts now (see [`WindowStats::conserved`]).
+    /// Its counts now (see [`WindowStats::conserved`]). Takes the window's lock, which its
+    /// handlers hold per event: for occasional reads, not a spin loop.
     pub fn stats(&self) -> WindowStats {
         lock(&self.operator).state.stats()
     }
