@@ -56,7 +56,7 @@ pub fn install_quiet_panic_hook() {
 }
 
 /// Dead-letter reasons in report order, with their report names.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 11] = [
     "failed",
     "retries-exhausted",
     "deadline-exceeded",
@@ -65,6 +65,9 @@ const REASONS: [&str; 8] = [
     "no-subscriber",
     "unsubscribed",
     "shutdown",
+    "late",
+    "key-overflow",
+    "unaggregatable",
 ];
 
 fn reason_index(r: DeadReason) -> usize {
@@ -77,6 +80,9 @@ fn reason_index(r: DeadReason) -> usize {
         DeadReason::NoSubscriber => 5,
         DeadReason::Unsubscribed => 6,
         DeadReason::Shutdown => 7,
+        DeadReason::Late => 8,
+        DeadReason::KeyOverflow => 9,
+        DeadReason::Unaggregatable => 10,
     }
 }
 

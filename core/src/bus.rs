@@ -31,9 +31,12 @@ use crate::wait::Waiter;
 mod analytics;
 mod paced;
 mod shield;
+mod window;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
 pub use shield::{ShieldStats, SHIELD_AGENT};
+pub(crate) use window::TICK_TYPE;
+pub use window::{Window, WINDOW_AGENT, WINDOW_RESULT_TYPE};
 
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]

@@ -43,11 +43,17 @@ pub enum DeadReason {
     /// The bus closed while the event waited on the timer wheel (a retry or a scheduled
     /// delivery); kept here so nothing accepted is lost.
     Shutdown,
+    /// An aggregation window's event arrived after its windows' grace period.
+    Late,
+    /// An aggregation window's key table was full for the event's new key.
+    KeyOverflow,
+    /// An aggregation window could not read the event's key or value.
+    Unaggregatable,
 }
 
 impl DeadReason {
     /// How many reasons there are (the length of per-reason tables).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
 
     /// The index of this reason in per-reason tables, in declaration order.
     pub const fn index(self) -> usize {
@@ -60,6 +66,9 @@ impl DeadReason {
             DeadReason::NoSubscriber => 5,
             DeadReason::Unsubscribed => 6,
             DeadReason::Shutdown => 7,
+            DeadReason::Late => 8,
+            DeadReason::KeyOverflow => 9,
+            DeadReason::Unaggregatable => 10,
         }
     }
 
@@ -74,6 +83,9 @@ impl DeadReason {
             DeadReason::NoSubscriber => "no-subscriber",
             DeadReason::Unsubscribed => "unsubscribed",
             DeadReason::Shutdown => "shutdown",
+            DeadReason::Late => "late",
+            DeadReason::KeyOverflow => "key-overflow",
+            DeadReason::Unaggregatable => "unaggregatable",
         }
     }
 }

@@ -71,6 +71,8 @@
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
+//! - `cron`: `Bus::cron` and `recurring::Recurrence::cron`, recurring schedules from cron
+//!   expressions (the `cron` crate). `Bus::every` and the `window` module need no feature.
 //!
 //! ## Example
 //!
@@ -128,6 +130,7 @@ mod policy;
 mod priority;
 mod progress;
 mod publisher;
+pub mod recurring;
 mod retry;
 mod router;
 mod schedule;
@@ -142,9 +145,13 @@ mod targets;
 pub mod timer_wheel;
 mod type_tag;
 mod wait;
+pub mod window;
 
 pub use backoff::{Jitter, RetryPolicy};
-pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
+pub use bus::{
+    Bus, PaceEnd, PacedRedrive, ShieldStats, Window, MAX_PER_TICK, SHIELD_AGENT, WINDOW_AGENT,
+    WINDOW_RESULT_TYPE,
+};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
