@@ -28,10 +28,16 @@ use crate::subscription::{Balance, Delivery, GroupId, Subscription, Subscription
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
+#[cfg(feature = "journal")]
+mod durable;
 mod paced;
+#[cfg(feature = "journal")]
+mod replay;
 mod shield;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
+#[cfg(feature = "journal")]
+pub use replay::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use shield::{ShieldStats, SHIELD_AGENT};
 
 /// Control-plane bookkeeping, under one lock.
@@ -71,6 +77,10 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     worker_threads: Vec<ThreadId>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
+    /// Each shard's journal counters and durable watermark (`bus/durable.rs`); empty
+    /// without a journal.
+    #[cfg(feature = "journal")]
+    journals: Vec<Arc<crate::journal::JournalShared>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -158,6 +168,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                 ))
             })
             .collect::<Result<_, BusError>>()?;
+        #[cfg(feature = "journal")]
+        let (shards, journals) = durable::open_journals(&shared.config, shards)?;
         let mut bus = Bus {
             shared,
             plane: Arc::new(Mutex::new(Plane {
@@ -169,6 +181,8 @@ impl<const SLOT: usize> Bus<SLOT> {
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
             alert_publisher: Mutex::new(None),
+            #[cfg(feature = "journal")]
+            journals,
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),

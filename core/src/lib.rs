@@ -137,6 +137,8 @@ mod wait;
 
 pub use backoff::{Jitter, RetryPolicy};
 pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
+#[cfg(feature = "journal")]
+pub use bus::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};

@@ -121,6 +121,10 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     redrives: Arc<RedriveQueue<SLOT>>,
     /// Paced redrives and when each is next due (ns); empty unless one runs.
     pacers: Vec<(u64, Arc<crate::bus::Pacer<SLOT>>)>,
+    /// This shard's journal (`BusBuilder::journal`): every event taken off a ring is
+    /// appended before it is routed (`journal/shard_journal.rs`).
+    #[cfg(feature = "journal")]
+    pub(crate) journal: Option<crate::journal::ShardJournal<SLOT>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
@@ -167,6 +171,8 @@ impl<const SLOT: usize> Shard<SLOT> {
             retries,
             redrives,
             pacers: Vec::new(),
+            #[cfg(feature = "journal")]
+            journal: None,
         }
     }
 
@@ -222,9 +228,12 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
         }
-        if self.stop_requested && self.is_idle() {
+        let stopping = self.stop_requested && self.is_idle();
+        if stopping {
             done += self.flush_timers_on_stop(self.clock.now_ns());
         }
+        #[cfg(feature = "journal")]
+        crate::journal::journal_idle(&mut self.journal, done == 0, stopping);
         done
     }
 
@@ -336,6 +345,8 @@ impl<const SLOT: usize> Shard<SLOT> {
             inbox,
             control_pending,
             clock,
+            #[cfg(feature = "journal")]
+            journal,
             ..
         } = self;
         let now = LazyNow::new(clock);
@@ -361,6 +372,10 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
             let (first, second) = chunk.as_slices();
+            // Journaled before any of it is routed; only what was journaled is dispatched.
+            #[cfg(feature = "journal")]
+            let (first, second) =
+                crate::journal::journal_chunk(journal, first, second, retries, counters, &now);
             for event in first.iter().chain(second) {
                 if event.header().is_scheduled()
                     && !take_scheduled(retries, counters, event, now.get())

@@ -107,6 +107,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod selection;
+mod shard_journal;
 mod thread;
 mod writer;
 
@@ -115,12 +116,14 @@ mod tests;
 
 pub use config::{JournalConfig, Retention};
 pub use durability::{Durability, DurableWatch};
-pub use error::{Damage, JournalError};
+pub use error::{Damage, JournalError, SharedJournalError};
 pub use footer::TypeSet;
 pub use pacing::{Pacer, Pacing};
 pub use reader::{JournalReader, Record, Records};
 pub use recovery::{repair, verify, Fix, Scan, SegmentInfo};
 pub use selection::Selection;
+pub(crate) use shard_journal::{journal_chunk, journal_idle, JournalShared, ShardJournal};
+pub use shard_journal::{JournalStats, APPEND_FAILED};
 pub use thread::ThreadEntry;
 pub use writer::Journal;
 

@@ -266,6 +266,28 @@ impl<const SLOT: usize> Journal<SLOT> {
     /// This is the plug-in point for a shard: call it for each event drained, in drain
     /// order, before (or after, see the module docs) handing it to the router.
     pub fn append(&mut self, event: &Event<SLOT>) -> Result<u64, JournalError> {
+        let seq = self.append_deferred(event)?;
+        if self.config.durability == Durability::Os {
+            self.watch.advance(seq);
+        }
+        Ok(seq)
+    }
+
+    /// Under `Os`, makes everything appended durable in the watermark (see
+    /// [`Journal::append_deferred`]). Under the other policies the syncs move it.
+    #[inline]
+    pub(crate) fn publish_appended(&self) {
+        let last = self.next_seq - 1;
+        if self.config.durability == Durability::Os && self.watch.durable_seq() != last {
+            self.watch.advance(last);
+        }
+    }
+
+    /// As [`Journal::append`], except that under `Os` the durable watermark is not moved
+    /// (a sequentially consistent store and a load per record): the caller calls
+    /// [`Journal::publish_appended`] once per batch (a shard, once per chunk).
+    #[inline]
+    pub(crate) fn append_deferred(&mut self, event: &Event<SLOT>) -> Result<u64, JournalError> {
         if self.closed {
             return Err(JournalError::Closed);
         }
@@ -283,7 +305,7 @@ impl<const SLOT: usize> Journal<SLOT> {
         self.next_seq += 1;
         self.watermark = wm;
         match self.config.durability {
-            Durability::Os => self.watch.advance(seq),
+            Durability::Os => {}
             Durability::Always => {
                 self.sync()?;
             }
