@@ -92,7 +92,11 @@ fn a_handler_only_ever_sees_events_already_in_its_shards_journal() {
         "a handler saw an event not yet journaled"
     );
     for shard in 0..2 {
-        assert_eq!(journaled_ids(&config.shard_dir(shard)), ids, "shard {shard}");
+        assert_eq!(
+            journaled_ids(&config.shard_dir(shard)),
+            ids,
+            "shard {shard}"
+        );
     }
     let stats = bus.journal_stats();
     assert_eq!(stats.len(), 2);
@@ -118,7 +122,8 @@ fn wait_durable_under_batch_returns_once_an_idle_shard_synced() {
         .build()
         .expect("bus");
     let agent = bus.register_agent("a").expect("agent");
-    bus.subscribe(Filter::any(), |_| Outcome::Done).expect("sub");
+    bus.subscribe(Filter::any(), |_| Outcome::Done)
+        .expect("sub");
     let mut publisher = bus.publisher(agent).expect("publisher");
     for _ in 0..1_000 {
         publisher
@@ -129,7 +134,10 @@ fn wait_durable_under_batch_returns_once_an_idle_shard_synced() {
     bus.wait_durable(Duration::from_secs(10))
         .expect("durable in time");
     let durable: u64 = (0..2).map(|s| bus.durable_seq(s).unwrap()).sum();
-    assert_eq!(durable, 1_000, "the subscription's shard journals all 1,000");
+    assert_eq!(
+        durable, 1_000,
+        "the subscription's shard journals all 1,000"
+    );
     bus.close();
     std::fs::remove_dir_all(&root).ok();
 }
@@ -141,14 +149,16 @@ fn wait_durable_times_out_while_nobody_drains() {
         .journal(JournalConfig::new(&root))
         .build_polled()
         .expect("bus");
-    bus.subscribe(Filter::any(), |_| Outcome::Done).expect("sub");
+    bus.subscribe(Filter::any(), |_| Outcome::Done)
+        .expect("sub");
     let mut publisher = bus.publisher(bus.register_agent("a").unwrap()).unwrap();
     publisher
         .try_publish(Event::new(EventType::AGENT_TASK))
         .unwrap();
     assert!(bus.wait_durable(Duration::from_millis(20)).is_err());
     drain(&mut shards);
-    bus.wait_durable(Duration::from_millis(20)).expect("drained");
+    bus.wait_durable(Duration::from_millis(20))
+        .expect("drained");
     drop((publisher, shards, bus));
     std::fs::remove_dir_all(&root).ok();
 }
@@ -205,7 +215,11 @@ fn an_append_failure_dead_letters_the_event_and_is_counted_never_delivered() {
     });
     assert_eq!(letters.len() as u64, stats.append_failed);
     assert_eq!(delivered.len() as u64, 4 + 40 - stats.append_failed);
-    assert_eq!(stats.journaled, delivered.len() as u64, "delivered == journaled");
+    assert_eq!(
+        stats.journaled,
+        delivered.len() as u64,
+        "delivered == journaled"
+    );
     // Every event is accounted for once: delivered (journaled) or dead-lettered.
     let mut all: BTreeSet<u64> = delivered[4..].iter().copied().collect();
     all.extend(letters.iter().copied());
@@ -283,7 +297,10 @@ fn replay_into_a_second_bus_keeps_ids_and_marks_events_replayed() {
         .replayer(open())
         .replay(&Selection::all(), Pacing::Instant, ReplayTarget::Matching)
         .expect("replay");
-    assert_eq!((report.selected, report.replayed, report.unroutable), (60, 60, 0));
+    assert_eq!(
+        (report.selected, report.replayed, report.unroutable),
+        (60, 60, 0)
+    );
     drain(&mut shards);
     let got = seen.lock().unwrap().clone();
     let want: Vec<(u64, u64, bool, u32)> = recorded
@@ -293,7 +310,10 @@ fn replay_into_a_second_bus_keeps_ids_and_marks_events_replayed() {
             (h.id(), h.correlation_id(), true, h.source().raw())
         })
         .collect();
-    assert_eq!(got, want, "same ids, same order, marked replayed, same source");
+    assert_eq!(
+        got, want,
+        "same ids, same order, marked replayed, same source"
+    );
 
     // Filtered by type and correlation, against a model of the recorded events.
     seen.lock().unwrap().clear();
@@ -384,19 +404,19 @@ fn replay_is_checked_like_a_publish_by_the_original_source() {
     // status event, which the recorder may not publish here.
     let (bus, mut shards, seen, _) = second_bus(Filter::any());
     let recorder = bus.agent("recorder").unwrap();
-    bus.set_policy(
-        Policy::allow_by_default().agent(
-            recorder,
-            AgentPolicy::new().may_publish([EventType::AGENT_TASK]),
-        ),
-    )
+    bus.set_policy(Policy::allow_by_default().agent(
+        recorder,
+        AgentPolicy::new().may_publish([EventType::AGENT_TASK]),
+    ))
     .unwrap();
     let err = bus
         .replayer(open())
         .replay(&Selection::all(), Pacing::Instant, ReplayTarget::Matching)
         .unwrap_err();
     match err {
-        ReplayError::Policy { seq, event, done, .. } => {
+        ReplayError::Policy {
+            seq, event, done, ..
+        } => {
             assert_eq!(seq, 2);
             assert_eq!(event.header().id(), recorded[1].header().id());
             assert_eq!(done.replayed, 1);
@@ -431,7 +451,11 @@ fn a_live_publish_cannot_forge_the_replayed_mark() {
     let got = seen.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert!(!got[0].2, "a live publish is never marked replayed");
-    assert_eq!(got[0].3, bus.agent("listener").unwrap().raw(), "source stamped");
+    assert_eq!(
+        got[0].3,
+        bus.agent("listener").unwrap().raw(),
+        "source stamped"
+    );
     bus.close();
     drain(&mut shards);
     std::fs::remove_dir_all(&root).ok();

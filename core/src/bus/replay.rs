@@ -254,7 +254,10 @@ fn check<const SLOT: usize>(
 ) -> Result<(), Refusal> {
     let h = event.header();
     if u32::from(h.event_type().raw()) >= shared.type_count() {
-        return Err(Refusal::Unknown("event type", u32::from(h.event_type().raw())));
+        return Err(Refusal::Unknown(
+            "event type",
+            u32::from(h.event_type().raw()),
+        ));
     }
     let agents = shared.agent_count();
     if h.source().raw() >= agents {
@@ -305,7 +308,10 @@ fn push<const SLOT: usize>(
             let (mask, subscription) = match target {
                 ReplayTarget::Matching => {
                     let h = event.header();
-                    (shared.targets.for_event(h.event_type(), h.destination()), None)
+                    (
+                        shared.targets.for_event(h.event_type(), h.destination()),
+                        None,
+                    )
                 }
                 ReplayTarget::Subscription(id) => match plane.subscriptions.get(&id) {
                     Some(r) => (1u64 << r.footprint.shard, Some(id)),

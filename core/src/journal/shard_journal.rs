@@ -185,8 +185,10 @@ impl<const SLOT: usize> ShardJournal<SLOT> {
         let s = &*self.shared;
         s.journaled_seq
             .store(self.journal.last_seq(), Ordering::Release);
-        s.journaled
-            .store(s.journaled.load(Ordering::Relaxed) + done as u64, Ordering::Release);
+        s.journaled.store(
+            s.journaled.load(Ordering::Relaxed) + done as u64,
+            Ordering::Release,
+        );
         self.taken += total as u64;
         if let Some(error) = failure {
             let (left, right) = split(first, second, done);
