@@ -65,6 +65,9 @@
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
+//! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay)
+//!   and `BusBuilder::journal`: each shard appends what it drains to its own journal
+//!   before any handler sees it; `Bus::replayer` replays a journal into a bus.
 //!
 //! ## Example
 //!
