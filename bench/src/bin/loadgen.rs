@@ -16,13 +16,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use dreamnet_bus::journal::Durability;
 use dreamnet_bus::WaitStrategy;
 use dreamnet_bus_bench::alloc::CountingAlloc;
 use dreamnet_bus_bench::disruptor_peer::{self, Variant};
 use dreamnet_bus_bench::headline::{self, Line};
 use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus::journal::Durability;
 use dreamnet_bus_bench::{baseline, dreamnet, journal_load, plot, report};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
