@@ -28,6 +28,7 @@ use crate::subscription::{Balance, Delivery, GroupId, Subscription, Subscription
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
+mod analytics;
 #[cfg(feature = "journal")]
 mod durable;
 mod paced;
@@ -51,6 +52,8 @@ pub(crate) struct Plane {
     publishers: Vec<Arc<PublisherCounters>>,
     next_subscription: u64,
     next_shard: usize,
+    /// Live wildcard type sets, told of each type registered (`filter/wildcard.rs`).
+    wildcards: crate::filter::wildcard::Wildcards,
 }
 
 struct SubRecord {
@@ -81,6 +84,8 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     /// without a journal.
     #[cfg(feature = "journal")]
     journals: Vec<Arc<crate::journal::JournalShared>>,
+    /// Each shard's analytics tables; empty unless built with `analytics(true)`.
+    analytics: Vec<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -120,6 +125,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
         let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
+        let analytics: Vec<Arc<crate::analytics::ShardAnalytics>> = (0..n)
+            .filter(|_| config.analytics)
+            .map(|_| Arc::default())
+            .collect();
         let names = Names::new();
         let oom = |what| move |_| BusError::OutOfMemory { what };
         let dead_letters = Arc::new(
@@ -165,7 +174,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                ))
+                )
+                .with_analytics(analytics.get(i).cloned()))
             })
             .collect::<Result<_, BusError>>()?;
         #[cfg(feature = "journal")]
@@ -183,6 +193,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             alert_publisher: Mutex::new(None),
             #[cfg(feature = "journal")]
             journals,
+            analytics,
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),
@@ -246,7 +257,21 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut plane = self.plane();
         let ty = plane.names.intern_event_type(name)?;
         self.shared.set_type_count(plane.names.event_type_count());
+        plane.wildcards.registered(ty, name);
         Ok(ty)
+    }
+
+    /// Runs `f` with the names and wildcard sets, under the control-plane lock (filters
+    /// resolve their names here, once, when they are made).
+    pub(crate) fn with_filter_registry<R>(
+        &self,
+        f: impl FnOnce(&mut crate::filter::expr::Registry<'_>) -> R,
+    ) -> R {
+        let mut plane = self.plane();
+        let Plane {
+            names, wildcards, ..
+        } = &mut *plane;
+        f(&mut crate::filter::expr::Registry { names, wildcards })
     }
 
     /// Interns a metadata key (idempotent).

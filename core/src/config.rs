@@ -70,6 +70,8 @@ pub struct Config {
     /// no journal.
     #[cfg(feature = "journal")]
     pub journal: Option<crate::journal::JournalConfig>,
+    /// Whether shards record live analytics ([`crate::Bus::analytics`]).
+    pub analytics: bool,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             memory_budget: DEFAULT_MEMORY_BUDGET,
             #[cfg(feature = "journal")]
             journal: None,
+            analytics: false,
         }
     }
 }
@@ -232,6 +235,15 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
     /// The memory the configuration as it stands implies (see [`MemoryFootprint`]).
     pub fn memory_footprint(&self) -> MemoryFootprint {
         MemoryFootprint::of::<SLOT>(&self.config)
+    }
+
+    /// Live analytics (default off): each shard counts events per type and per source and
+    /// records publish -> dispatch latency per priority, read with [`crate::Bus::analytics`].
+    /// Costs about 0.6 MiB of tables per shard (counted in the memory budget); off, the
+    /// hot path pays one predictable branch per chunk of events.
+    pub fn analytics(mut self, on: bool) -> Self {
+        self.config.analytics = on;
+        self
     }
 
     /// Seed for retry jitter.
