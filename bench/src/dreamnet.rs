@@ -335,8 +335,11 @@ fn build_bus<const SLOT: usize>(
                 FullPolicy::RejectNew
             },
         )
-        .on_dead_letter(move |d| hook_counts.record(d))
-        .build()?;
+        .on_dead_letter(move |d| hook_counts.record(d));
+    let bus = match &opts.journal {
+        Some(j) => bus.journal(j.config()).build()?,
+        None => bus.build()?,
+    };
     Ok((bus, policy))
 }
 

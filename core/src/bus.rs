@@ -29,11 +29,17 @@ use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
 mod analytics;
+#[cfg(feature = "journal")]
+mod durable;
 mod paced;
+#[cfg(feature = "journal")]
+mod replay;
 mod shield;
 mod window;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
+#[cfg(feature = "journal")]
+pub use replay::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use shield::{ShieldStats, SHIELD_AGENT};
 pub(crate) use window::TICK_TYPE;
 pub use window::{Window, WINDOW_AGENT, WINDOW_RESULT_TYPE};
@@ -77,6 +83,10 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     worker_threads: Vec<ThreadId>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
+    /// Each shard's journal counters and durable watermark (`bus/durable.rs`); empty
+    /// without a journal.
+    #[cfg(feature = "journal")]
+    journals: Vec<Arc<crate::journal::JournalShared>>,
     /// Each shard's analytics tables; empty unless built with `analytics(true)`.
     analytics: Vec<Arc<crate::analytics::ShardAnalytics>>,
 }
@@ -171,6 +181,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                 .with_analytics(analytics.get(i).cloned()))
             })
             .collect::<Result<_, BusError>>()?;
+        #[cfg(feature = "journal")]
+        let (shards, journals) = durable::open_journals(&shared.config, shards)?;
         let mut bus = Bus {
             shared,
             plane: Arc::new(Mutex::new(Plane {
@@ -182,6 +194,8 @@ impl<const SLOT: usize> Bus<SLOT> {
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
             alert_publisher: Mutex::new(None),
+            #[cfg(feature = "journal")]
+            journals,
             analytics,
         };
         match bus.shared.config.mode {

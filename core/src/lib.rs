@@ -73,6 +73,9 @@
 //!   with it on, a bus without a bridge runs the same code.
 //! - `cron`: `Bus::cron` and `recurring::Recurrence::cron`, recurring schedules from cron
 //!   expressions (the `cron` crate). `Bus::every` and the `window` module need no feature.
+//! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay)
+//!   and `BusBuilder::journal`: each shard appends what it drains to its own journal
+//!   before any handler sees it; `Bus::replayer` replays a journal into a bus.
 //!
 //! ## Example
 //!
@@ -152,6 +155,8 @@ pub use bus::{
     Bus, PaceEnd, PacedRedrive, ShieldStats, Window, MAX_PER_TICK, SHIELD_AGENT, WINDOW_AGENT,
     WINDOW_RESULT_TYPE,
 };
+#[cfg(feature = "journal")]
+pub use bus::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};
