@@ -56,7 +56,7 @@ pub fn install_quiet_panic_hook() {
 }
 
 /// Dead-letter reasons in report order, with their report names.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 10] = [
     "failed",
     "retries-exhausted",
     "deadline-exceeded",
@@ -65,6 +65,8 @@ const REASONS: [&str; 8] = [
     "no-subscriber",
     "unsubscribed",
     "shutdown",
+    "loop-detected",
+    "emit-full",
 ];
 
 fn reason_index(r: DeadReason) -> usize {
@@ -77,6 +79,8 @@ fn reason_index(r: DeadReason) -> usize {
         DeadReason::NoSubscriber => 5,
         DeadReason::Unsubscribed => 6,
         DeadReason::Shutdown => 7,
+        DeadReason::LoopDetected => 8,
+        DeadReason::EmitFull => 9,
     }
 }
 

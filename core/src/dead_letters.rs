@@ -43,11 +43,18 @@ pub enum DeadReason {
     /// The bus closed while the event waited on the timer wheel (a retry or a scheduled
     /// delivery); kept here so nothing accepted is lost.
     Shutdown,
+    /// A transform stage refused an input whose hop count had reached the stage's maximum:
+    /// the events are going round a cycle of stages (see `Bus::transform`).
+    LoopDetected,
+    /// A derived event a transform stage emitted met a full ring (a stage runs on a shard
+    /// and never blocks it). Kept here without a subscription, so a redrive routes it
+    /// like a new event.
+    EmitFull,
 }
 
 impl DeadReason {
     /// How many reasons there are (the length of per-reason tables).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 10;
 
     /// The index of this reason in per-reason tables, in declaration order.
     pub const fn index(self) -> usize {
@@ -60,6 +67,8 @@ impl DeadReason {
             DeadReason::NoSubscriber => 5,
             DeadReason::Unsubscribed => 6,
             DeadReason::Shutdown => 7,
+            DeadReason::LoopDetected => 8,
+            DeadReason::EmitFull => 9,
         }
     }
 
@@ -74,6 +83,8 @@ impl DeadReason {
             DeadReason::NoSubscriber => "no-subscriber",
             DeadReason::Unsubscribed => "unsubscribed",
             DeadReason::Shutdown => "shutdown",
+            DeadReason::LoopDetected => "loop-detected",
+            DeadReason::EmitFull => "emit-full",
         }
     }
 }

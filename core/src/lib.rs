@@ -65,6 +65,8 @@
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
+//! - `async`: [`EventStream`] is also a `futures_core::Stream` (tokio and other
+//!   executors); pulls in `futures-core` only.
 //!
 //! ## Example
 //!
@@ -126,12 +128,14 @@ mod schedule;
 mod shard;
 mod shared;
 mod stats;
+mod stream;
 mod subscription;
 mod sync;
 mod targets;
 /// Public for the `timer_wheel` fuzz target only: no semver promise.
 #[doc(hidden)]
 pub mod timer_wheel;
+mod transform;
 mod type_tag;
 mod wait;
 
@@ -165,7 +169,13 @@ pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
 pub use subscription::{
     Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
 };
+pub use stream::{
+    EventRef, EventStream, Lagged, StreamError, StreamPolicy, StreamStats, STREAM_FULL,
+};
 pub use targets::MAX_SHARDS;
+pub use transform::{
+    EmitError, Emitter, Stage, Transform, TransformStats, DEFAULT_MAX_HOPS,
+};
 pub use wait::WaitStrategy;
 
 /// The README's example, compiled and run as a doctest.
