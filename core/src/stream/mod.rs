@@ -99,6 +99,9 @@ pub struct StreamStats {
     /// Deliveries after the handle was dropped: acknowledged and counted, not stored
     /// (unsubscribe with [`EventStream::id`] to stop them).
     pub discarded: u64,
+    /// Times the shard woke the consumer (it found the consumer asleep after storing an
+    /// event): a consumer that keeps up without sleeping costs the shard no wake-up.
+    pub wakeups: u64,
     /// Events waiting in the ring now.
     pub queued: u64,
 }
@@ -119,6 +122,7 @@ struct Shared<const SLOT: usize> {
     dropped: Counter,
     backpressured: Counter,
     discarded: Counter,
+    wakeups: Counter,
     // Written by the consumer only.
     consumed: Counter,
     lag_reported: Counter,
@@ -164,6 +168,7 @@ impl<const SLOT: usize> StreamProducer<SLOT> {
             }
         }
         if s.ring.take_sleeper() {
+            s.wakeups.incr();
             s.wake.wake();
         }
         Outcome::Done
@@ -243,6 +248,7 @@ pub(crate) fn channel<const SLOT: usize>(
         dropped: Counter::default(),
         backpressured: Counter::default(),
         discarded: Counter::default(),
+        wakeups: Counter::default(),
         consumed: Counter::default(),
         lag_reported: Counter::default(),
     });
@@ -299,6 +305,12 @@ impl<const SLOT: usize> EventStream<SLOT> {
         self.shared.policy
     }
 
+    /// Waits with `wait` instead of the bus's wait strategy (for a consumer that should
+    /// sleep while the shards spin, or the other way round).
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.wait = wait;
+    }
+
     /// How many events the ring holds at most.
     pub fn capacity(&self) -> usize {
         self.shared.ring.capacity()
@@ -315,6 +327,7 @@ impl<const SLOT: usize> EventStream<SLOT> {
             lag_reported: s.lag_reported.get(),
             backpressured: s.backpressured.get(),
             discarded: s.discarded.get(),
+            wakeups: s.wakeups.get(),
             queued: s.ring.len(),
         }
     }
