@@ -25,11 +25,9 @@ use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
 use crate::stream::{EventStream, StreamPolicy};
-use crate::subscription::{
-    Balance, BoxedHandler, Delivery, GroupId, Subscription, SubscriptionId,
-};
-use crate::transform::{Emitter, Stage, Transform};
+use crate::subscription::{Balance, BoxedHandler, Delivery, GroupId, Subscription, SubscriptionId};
 use crate::targets::{Footprint, TargetCounts};
+use crate::transform::{Emitter, Stage, Transform};
 use crate::wait::Waiter;
 
 mod paced;
@@ -405,8 +403,11 @@ impl<const SLOT: usize> Bus<SLOT> {
             return Err(BusError::StreamCapacity { capacity, max });
         }
         let (mut producer, consumer) =
-            crate::stream::channel(capacity, policy, self.shared.config.wait)
-                .map_err(|_| BusError::OutOfMemory { what: "stream ring" })?;
+            crate::stream::channel(capacity, policy, self.shared.config.wait).map_err(|_| {
+                BusError::OutOfMemory {
+                    what: "stream ring",
+                }
+            })?;
         let id = self.subscribe(subscription, move |d| producer.offer(d))?;
         Ok(consumer(id))
     }

@@ -809,7 +809,11 @@ mod tests {
         );
         let back = Event::<256>::from_bytes(next.as_bytes()).unwrap();
         assert_eq!(back.header().causation_id(), 8);
-        assert_eq!(back.header().hops(), 2, "any hop count is valid on the wire");
+        assert_eq!(
+            back.header().hops(),
+            2,
+            "any hop count is valid on the wire"
+        );
     }
 
     #[test]

@@ -166,16 +166,14 @@ pub use router::Router;
 pub use schedule::{schedule_horizon, ScheduleToken, SCHEDULE_HORIZON_TICKS};
 pub use shard::Shard;
 pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
-pub use subscription::{
-    Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
-};
 pub use stream::{
     EventRef, EventStream, Lagged, StreamError, StreamPolicy, StreamStats, STREAM_FULL,
 };
-pub use targets::MAX_SHARDS;
-pub use transform::{
-    EmitError, Emitter, Stage, Transform, TransformStats, DEFAULT_MAX_HOPS,
+pub use subscription::{
+    Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
 };
+pub use targets::MAX_SHARDS;
+pub use transform::{EmitError, Emitter, Stage, Transform, TransformStats, DEFAULT_MAX_HOPS};
 pub use wait::WaitStrategy;
 
 /// The README's example, compiled and run as a doctest.

@@ -293,11 +293,7 @@ pub(crate) fn prepare<F, const SLOT: usize>(
     stage: Stage<F, SLOT>,
 ) -> (
     impl FnOnce(SubscriptionId) -> Transform,
-    impl FnOnce(
-        Arc<DeadLetters<SLOT>>,
-        SharedCounters,
-        usize,
-    ) -> BoxedHandler<SLOT>,
+    impl FnOnce(Arc<DeadLetters<SLOT>>, SharedCounters, usize) -> BoxedHandler<SLOT>,
 )
 where
     F: FnMut(&Delivery<'_, SLOT>, &mut Emitter<'_, SLOT>) -> Outcome + Send + 'static,

@@ -92,7 +92,10 @@ fn lag_tells_the_consumer_how_many_it_missed_before_the_next_event() {
     assert_eq!(rest, [6, 7, 8, 9]);
     assert_eq!(stream.try_next().unwrap_err(), StreamError::Empty);
     let st = stream.stats();
-    assert_eq!((st.delivered, st.consumed, st.dropped, st.lag_reported), (10, 5, 5, 5));
+    assert_eq!(
+        (st.delivered, st.consumed, st.dropped, st.lag_reported),
+        (10, 5, 5, 5)
+    );
 }
 
 #[test]
@@ -111,7 +114,10 @@ fn backpressure_retries_on_the_wheel_then_dead_letters() {
     assert_eq!(seq(&stream.try_next().unwrap()), 0);
     clock.advance(Duration::from_millis(1));
     poll(&mut shards);
-    assert_eq!((stream.stats().stored, stream.stats().backpressured), (3, 5));
+    assert_eq!(
+        (stream.stats().stored, stream.stats().backpressured),
+        (3, 5)
+    );
     // No room: the last attempts of 3 and 4 are refused; they go to the dead letters.
     clock.advance(Duration::from_millis(1));
     poll(&mut shards);
@@ -120,13 +126,18 @@ fn backpressure_retries_on_the_wheel_then_dead_letters() {
         .collect();
     assert_eq!(got, [1, 2]);
     let mut dead = Vec::new();
-    bus.dead_letters().inspect(|l| dead.push((seq(&l.event), l.reason, l.last_error)));
+    bus.dead_letters()
+        .inspect(|l| dead.push((seq(&l.event), l.reason, l.last_error)));
     assert_eq!(
         dead,
         [3, 4].map(|s| (s, DeadReason::RetriesExhausted, Some(STREAM_FULL)))
     );
     let st = stream.stats();
-    assert_eq!(st.consumed + dead.len() as u64, 5, "every event consumed or dead-lettered");
+    assert_eq!(
+        st.consumed + dead.len() as u64,
+        5,
+        "every event consumed or dead-lettered"
+    );
     assert_eq!((st.delivered, st.backpressured), (10, 7));
 }
 
@@ -173,9 +184,7 @@ fn a_stream_ends_after_unsubscribe_once_its_events_are_out() {
 #[test]
 fn capacity_out_of_range_is_a_typed_error() {
     let (bus, _shards, _) = polled(5);
-    let err = bus
-        .stream(Filter::any(), 0, StreamPolicy::Lag)
-        .unwrap_err();
+    let err = bus.stream(Filter::any(), 0, StreamPolicy::Lag).unwrap_err();
     assert!(matches!(
         err,
         dreamnet_bus::BusError::StreamCapacity { capacity: 0, .. }
@@ -215,8 +224,14 @@ fn a_blocked_next_is_woken_by_the_shard() {
         let (got, waited, stats, id) = consumer.join().expect("consumer");
         bus.unsubscribe(id).expect("subscribed");
         assert_eq!(got, round);
-        assert!(waited < Duration::from_secs(4), "woken, not timed out: {waited:?}");
-        assert!(waited >= Duration::from_millis(90), "it did block: {waited:?}");
+        assert!(
+            waited < Duration::from_secs(4),
+            "woken, not timed out: {waited:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(90),
+            "it did block: {waited:?}"
+        );
         assert!(stats.wakeups <= 1, "{stats:?}");
         woken += stats.wakeups;
         if woken > 0 {
@@ -261,7 +276,9 @@ fn next_timeout_times_out_and_then_delivers() {
     );
     assert!(started.elapsed() >= Duration::from_millis(30));
     send(&mut publisher(&bus), 7);
-    let e = stream.next_timeout(Duration::from_secs(5)).expect("delivered");
+    let e = stream
+        .next_timeout(Duration::from_secs(5))
+        .expect("delivered");
     assert_eq!(seq(&e), 7);
 }
 

@@ -22,7 +22,11 @@ fn map_stage(
     name: &str,
     out: EventType,
     f: impl Fn(u64) -> u64 + Send + 'static,
-) -> Stage<impl FnMut(&dreamnet_bus::Delivery<'_, 256>, &mut dreamnet_bus::Emitter<'_, 256>) -> Outcome + Send + 'static> {
+) -> Stage<
+    impl FnMut(&dreamnet_bus::Delivery<'_, 256>, &mut dreamnet_bus::Emitter<'_, 256>) -> Outcome
+        + Send
+        + 'static,
+> {
     let publisher = bus
         .publisher(bus.register_agent(name).expect("agent"))
         .expect("publisher");
@@ -48,13 +52,23 @@ fn a_chain_of_three_stages_links_causation_and_keeps_the_correlation() {
         )
         .expect("stage a");
     let b = bus
-        .transform(Filter::of_type(t1), map_stage(&bus, "double", t2, |x| x * 2))
+        .transform(
+            Filter::of_type(t1),
+            map_stage(&bus, "double", t2, |x| x * 2),
+        )
         .expect("stage b");
     let c = bus
-        .transform(Filter::of_type(t2), map_stage(&bus, "minus-three", t3, |x| x - 3))
+        .transform(
+            Filter::of_type(t2),
+            map_stage(&bus, "minus-three", t3, |x| x - 3),
+        )
         .expect("stage c");
     let mut seen = bus
-        .stream(Filter::of_types(&[t1, t2, t3]), 64, StreamPolicy::Backpressure)
+        .stream(
+            Filter::of_types(&[t1, t2, t3]),
+            64,
+            StreamPolicy::Backpressure,
+        )
         .expect("stream");
     let mut p = bus
         .publisher(bus.register_agent("root").expect("agent"))
@@ -80,7 +94,11 @@ fn a_chain_of_three_stages_links_causation_and_keeps_the_correlation() {
     }
     for (stage, name) in [(a, "a"), (b, "b"), (c, "c")] {
         let st = stage.stats();
-        assert_eq!((st.inputs, st.emitted, st.dead_lettered), (1, 1, 0), "{name}");
+        assert_eq!(
+            (st.inputs, st.emitted, st.dead_lettered),
+            (1, 1, 0),
+            "{name}"
+        );
     }
 }
 
@@ -115,7 +133,9 @@ fn a_stage_emits_zero_or_more_events_per_input() {
         .publisher(bus.register_agent("root").expect("agent"))
         .expect("publisher");
     for x in 0..6u64 {
-        let e = Event::new(EventType::AGENT_TASK).with_payload(&x).expect("fits");
+        let e = Event::new(EventType::AGENT_TASK)
+            .with_payload(&x)
+            .expect("fits");
         p.try_publish(e).expect("published");
     }
     poll(&mut shards);

@@ -260,7 +260,11 @@ mod tests {
         assert_eq!(ring.push(&2, true), Pushed::Stored);
         let (pos, v) = ring.hold().unwrap();
         assert_eq!((pos, *v), (0, 1));
-        assert_eq!(ring.push(&3, true), Pushed::Stored, "the held one is as good as gone");
+        assert_eq!(
+            ring.push(&3, true),
+            Pushed::Stored,
+            "the held one is as good as gone"
+        );
         assert_eq!(ring.push(&4, true), Pushed::RefusedNew);
         assert_eq!(ring.push(&4, false), Pushed::Full);
         ring.release(pos);
@@ -398,7 +402,9 @@ mod loom_tests {
                 ring.wake_up();
             }
             producer.join().unwrap();
-            let (pos, v) = ring.hold().expect("the value is there once woken or not asleep");
+            let (pos, v) = ring
+                .hold()
+                .expect("the value is there once woken or not asleep");
             assert_eq!(*v, 7);
             ring.release(pos);
         });
