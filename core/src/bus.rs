@@ -47,6 +47,8 @@ pub(crate) struct Plane {
     publishers: Vec<Arc<PublisherCounters>>,
     next_subscription: u64,
     next_shard: usize,
+    /// Live wildcard type sets, told of each type registered (`filter/wildcard.rs`).
+    wildcards: crate::filter::wildcard::Wildcards,
 }
 
 struct SubRecord {
@@ -234,7 +236,21 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut plane = self.plane();
         let ty = plane.names.intern_event_type(name)?;
         self.shared.set_type_count(plane.names.event_type_count());
+        plane.wildcards.registered(ty, name);
         Ok(ty)
+    }
+
+    /// Runs `f` with the names and wildcard sets, under the control-plane lock (filters
+    /// resolve their names here, once, when they are made).
+    pub(crate) fn with_filter_registry<R>(
+        &self,
+        f: impl FnOnce(&mut crate::filter::expr::Registry<'_>) -> R,
+    ) -> R {
+        let mut plane = self.plane();
+        let Plane {
+            names, wildcards, ..
+        } = &mut *plane;
+        f(&mut crate::filter::expr::Registry { names, wildcards })
     }
 
     /// Interns a metadata key (idempotent).

@@ -110,6 +110,7 @@ pub mod dead_letters;
 mod envelope;
 mod error;
 mod event;
+mod filter;
 mod intake;
 #[cfg(feature = "journal")]
 pub mod journal;
@@ -151,6 +152,10 @@ pub use error::{
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
+/// Public for the `filter_expr` fuzz target and the tests only: no semver promise.
+#[doc(hidden)]
+pub use filter::Expression;
+pub use filter::{Cmp, FilterError};
 pub use memory::{
     MemoryFootprint, DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
 };
