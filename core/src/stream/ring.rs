@@ -365,9 +365,14 @@ mod loom_tests {
             let mut last = 0;
             for _ in 0..2 {
                 if let Some((pos, v)) = ring.hold() {
-                    let first = *v;
+                    // Volatile: through a `&u64` the compiler may assume the value never
+                    // changes and skip the second read.
+                    // SAFETY: `v` is a valid reference for the whole block.
+                    let first = unsafe { core::ptr::read_volatile(v) };
                     loom::thread::yield_now();
-                    assert_eq!(*v, first, "a held slot was overwritten");
+                    // SAFETY: as above.
+                    let again = unsafe { core::ptr::read_volatile(v) };
+                    assert_eq!(again, first, "a held slot was overwritten");
                     assert_eq!(first, pos + 1, "position {pos} holds its own value");
                     assert!(first > last, "FIFO");
                     last = first;
