@@ -280,6 +280,58 @@ mod tests {
         assert_eq!(ring.head(), 4);
     }
 
+    /// Two real threads, the producer evicting as fast as it can while the consumer holds
+    /// each entry for a while: a held entry never changes under the reader, and what
+    /// comes out is strictly increasing (FIFO, with gaps for evictions and refusals).
+    #[test]
+    fn a_held_entry_survives_a_producer_evicting_at_full_speed() {
+        use std::sync::atomic::AtomicU64 as StdU64;
+        const HOLDS: u64 = 5_000;
+        let ring = std::sync::Arc::new(StreamRing::try_new(2, &0u64).unwrap());
+        let holds = std::sync::Arc::new(StdU64::new(0));
+        let producer = {
+            let (ring, holds) = (std::sync::Arc::clone(&ring), std::sync::Arc::clone(&holds));
+            std::thread::spawn(move || {
+                // Keeps pushing until the consumer has held enough entries.
+                let mut v = 0;
+                while holds.load(Relaxed) < HOLDS {
+                    v += 1;
+                    ring.push(&v, true);
+                }
+                let _ = ring.close();
+                v
+            })
+        };
+        let mut last = 0u64;
+        loop {
+            let closed = ring.is_closed();
+            let Some((pos, v)) = ring.hold() else {
+                if closed {
+                    break;
+                }
+                std::hint::spin_loop();
+                continue;
+            };
+            // SAFETY: `v` is valid while held; volatile so each read really reads.
+            let first = unsafe { core::ptr::read_volatile(v) };
+            for _ in 0..200 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: as above.
+            let again = unsafe { core::ptr::read_volatile(v) };
+            assert_eq!(first, again, "held entry {pos} changed under the reader");
+            assert!(first > last, "FIFO: {first} after {last}");
+            last = first;
+            holds.fetch_add(1, Relaxed);
+            ring.release(pos);
+        }
+        let pushed = producer.join().unwrap();
+        assert_eq!(
+            last, pushed,
+            "the last value is never evicted: nothing came after it"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Push(bool),
