@@ -22,8 +22,13 @@
 //! Waking: the consumer raises `sleeping` before it blocks, and the producer checks it
 //! after each write, so a spinning consumer costs the producer no syscall and no lock.
 //! The two sides are a Dekker pair (store, fence, load on each side): `barrier::light` on
-//! the producer's hot path, `barrier::heavy` on the consumer's way to sleep. Loom checks
-//! the protocol (`loom_*` tests below, `--cfg loom`).
+//! the producer's hot path, `barrier::heavy` on the consumer's way to sleep.
+//!
+//! Tests: a model proptest (one thread), a two-thread stress test that fails on a producer
+//! ignoring `HELD` (checked by breaking it on purpose), and two loom models (`loom_*`,
+//! `--cfg loom`). Caveat: a deliberately broken producer also passed the loom model of
+//! held entries (loom ran a single schedule of it), so the stress test is the one that
+//! holds that property today.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
