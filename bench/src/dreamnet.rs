@@ -56,7 +56,7 @@ pub fn install_quiet_panic_hook() {
 }
 
 /// Dead-letter reasons in report order, with their report names.
-const REASONS: [&str; 10] = [
+const REASONS: [&str; 13] = [
     "failed",
     "retries-exhausted",
     "deadline-exceeded",
@@ -65,6 +65,9 @@ const REASONS: [&str; 10] = [
     "no-subscriber",
     "unsubscribed",
     "shutdown",
+    "late",
+    "key-overflow",
+    "unaggregatable",
     "loop-detected",
     "emit-full",
 ];
@@ -79,8 +82,11 @@ fn reason_index(r: DeadReason) -> usize {
         DeadReason::NoSubscriber => 5,
         DeadReason::Unsubscribed => 6,
         DeadReason::Shutdown => 7,
-        DeadReason::LoopDetected => 8,
-        DeadReason::EmitFull => 9,
+        DeadReason::Late => 8,
+        DeadReason::KeyOverflow => 9,
+        DeadReason::Unaggregatable => 10,
+        DeadReason::LoopDetected => 11,
+        DeadReason::EmitFull => 12,
     }
 }
 
@@ -333,8 +339,11 @@ fn build_bus<const SLOT: usize>(
                 FullPolicy::RejectNew
             },
         )
-        .on_dead_letter(move |d| hook_counts.record(d))
-        .build()?;
+        .on_dead_letter(move |d| hook_counts.record(d));
+    let bus = match &opts.journal {
+        Some(j) => bus.journal(j.config()).build()?,
+        None => bus.build()?,
+    };
     Ok((bus, policy))
 }
 

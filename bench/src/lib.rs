@@ -12,6 +12,7 @@
 //! - [`disruptor_peer`]: the disruptor as written by its users (one u64 or a whole 256-byte
 //!   slot), the floor `--compare` measures against;
 //! - [`headline`]: saturation, then open-loop latency at a share of it, per implementation;
+//! - [`journal_load`]: `loadgen --journal DIR`, journal on vs. off, read-back rate, disk baseline;
 //! - [`plot`]: `--plot FILE.svg`, the percentile distributions on a log percentile axis;
 //! - [`report`]: the end report, as text or JSON;
 //! - [`latency`]: one-way and ping-pong latency beside the disruptor (`cargo bench --bench latency`);
@@ -25,6 +26,7 @@ pub mod conservation;
 pub mod disruptor_peer;
 pub mod dreamnet;
 pub mod headline;
+pub mod journal_load;
 pub mod latency;
 pub mod plot;
 pub mod report;

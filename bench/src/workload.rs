@@ -331,6 +331,8 @@ pub struct Options {
     pub inject: Inject,
     /// Retry policy, timer wheel and dead-letter sizing (dreamnet-bus only).
     pub reliability: Reliability,
+    /// Journal what the shards drain (`loadgen --journal`; dreamnet-bus only).
+    pub journal: Option<crate::journal_load::JournalRun>,
 }
 
 /// Failure injection: what share of deliveries a handler fails, retries or panics on.

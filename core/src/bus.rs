@@ -30,11 +30,21 @@ use crate::targets::{Footprint, TargetCounts};
 use crate::transform::{Emitter, Stage, Transform};
 use crate::wait::Waiter;
 
+mod analytics;
+#[cfg(feature = "journal")]
+mod durable;
 mod paced;
+#[cfg(feature = "journal")]
+mod replay;
 mod shield;
+mod window;
 pub(crate) use paced::Pacer;
 pub use paced::{PaceEnd, PacedRedrive, MAX_PER_TICK};
+#[cfg(feature = "journal")]
+pub use replay::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use shield::{ShieldStats, SHIELD_AGENT};
+pub(crate) use window::TICK_TYPE;
+pub use window::{Window, WINDOW_AGENT, WINDOW_RESULT_TYPE};
 
 /// Control-plane bookkeeping, under one lock.
 #[derive(Default)]
@@ -75,6 +85,12 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     worker_threads: Vec<ThreadId>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
+    /// Each shard's journal counters and durable watermark (`bus/durable.rs`); empty
+    /// without a journal.
+    #[cfg(feature = "journal")]
+    journals: Vec<Arc<crate::journal::JournalShared>>,
+    /// Each shard's analytics tables; empty unless built with `analytics(true)`.
+    analytics: Vec<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -114,6 +130,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
         let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
+        let analytics: Vec<Arc<crate::analytics::ShardAnalytics>> = (0..n)
+            .filter(|_| config.analytics)
+            .map(|_| Arc::default())
+            .collect();
         let names = Names::new();
         let oom = |what| move |_| BusError::OutOfMemory { what };
         let dead_letters = Arc::new(
@@ -159,9 +179,12 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                ))
+                )
+                .with_analytics(analytics.get(i).cloned()))
             })
             .collect::<Result<_, BusError>>()?;
+        #[cfg(feature = "journal")]
+        let (shards, journals) = durable::open_journals(&shared.config, shards)?;
         let mut bus = Bus {
             shared,
             plane: Arc::new(Mutex::new(Plane {
@@ -173,6 +196,9 @@ impl<const SLOT: usize> Bus<SLOT> {
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
             alert_publisher: Mutex::new(None),
+            #[cfg(feature = "journal")]
+            journals,
+            analytics,
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),

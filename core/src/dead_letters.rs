@@ -43,6 +43,12 @@ pub enum DeadReason {
     /// The bus closed while the event waited on the timer wheel (a retry or a scheduled
     /// delivery); kept here so nothing accepted is lost.
     Shutdown,
+    /// An aggregation window's event arrived after its windows' grace period.
+    Late,
+    /// An aggregation window's key table was full for the event's new key.
+    KeyOverflow,
+    /// An aggregation window could not read the event's key or value.
+    Unaggregatable,
     /// A transform stage refused an input whose hop count had reached the stage's maximum:
     /// the events are going round a cycle of stages (see `Bus::transform`).
     LoopDetected,
@@ -54,7 +60,7 @@ pub enum DeadReason {
 
 impl DeadReason {
     /// How many reasons there are (the length of per-reason tables).
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
 
     /// The index of this reason in per-reason tables, in declaration order.
     pub const fn index(self) -> usize {
@@ -67,8 +73,11 @@ impl DeadReason {
             DeadReason::NoSubscriber => 5,
             DeadReason::Unsubscribed => 6,
             DeadReason::Shutdown => 7,
-            DeadReason::LoopDetected => 8,
-            DeadReason::EmitFull => 9,
+            DeadReason::Late => 8,
+            DeadReason::KeyOverflow => 9,
+            DeadReason::Unaggregatable => 10,
+            DeadReason::LoopDetected => 11,
+            DeadReason::EmitFull => 12,
         }
     }
 
@@ -83,6 +92,9 @@ impl DeadReason {
             DeadReason::NoSubscriber => "no-subscriber",
             DeadReason::Unsubscribed => "unsubscribed",
             DeadReason::Shutdown => "shutdown",
+            DeadReason::Late => "late",
+            DeadReason::KeyOverflow => "key-overflow",
+            DeadReason::Unaggregatable => "unaggregatable",
             DeadReason::LoopDetected => "loop-detected",
             DeadReason::EmitFull => "emit-full",
         }

@@ -234,6 +234,15 @@ pub enum BusError {
     /// The configuration was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A shard's journal could not be opened (or recovered) when the bus was built.
+    #[cfg(feature = "journal")]
+    #[error("journal of shard {shard}: {error}")]
+    Journal {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        error: crate::journal::SharedJournalError,
+    },
     /// A name was refused.
     #[error(transparent)]
     Name(#[from] NameError),

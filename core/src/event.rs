@@ -53,7 +53,10 @@ const FLAG_HAS_PAYLOAD: u8 = 1 << 0;
 const FLAG_LOCAL: u8 = 1 << 1;
 /// Header flag: a scheduled event (`publish_at`); `timestamp_ns` is its due time.
 const FLAG_SCHEDULED: u8 = 1 << 2;
-const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED;
+/// Header flag: published again from a journal by a `Replayer` (keeps its original id,
+/// source and timestamp). Cleared by every live publish, so only a replay sets it.
+const FLAG_REPLAYED: u8 = 1 << 3;
+const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED | FLAG_REPLAYED;
 
 /// An event's fixed header. Every field is an integer and the layout has no padding, so any
 /// 112 bytes are a `Header` (validity of the *values* is checked by [`Event::from_bytes`]).
@@ -156,6 +159,11 @@ impl Header {
     /// is then the time it was scheduled for).
     pub fn is_scheduled(&self) -> bool {
         self.flags & FLAG_SCHEDULED != 0
+    }
+    /// Whether the event was replayed from a journal (`journal::Replayer`) rather than
+    /// published live: its id, source and timestamp are those of the original publish.
+    pub fn is_replayed(&self) -> bool {
+        self.flags & FLAG_REPLAYED != 0
     }
     /// Whether the event carries a payload.
     pub fn has_payload(&self) -> bool {
@@ -507,6 +515,14 @@ impl<const SLOT: usize> Event<SLOT> {
         h.source = source.0;
         h.timestamp_ns = timestamp_ns;
         h.attempts = 0;
+        // A live publish is never a replay, whatever the bytes said.
+        h.flags &= !FLAG_REPLAYED;
+    }
+
+    /// Marks the event replayed (see [`Header::is_replayed`]); only a replay does this.
+    #[cfg_attr(not(feature = "journal"), allow(dead_code))]
+    pub(crate) fn set_replayed(&mut self) {
+        self.header_mut().flags |= FLAG_REPLAYED;
     }
 
     /// Marks the event scheduled (or not); a scheduled event's timestamp is its due time.

@@ -28,12 +28,14 @@
 //!    | 4. the rings: critical first, starvation guard, chunks
 //!    v
 //!  Router: direct / broadcast / filtered / load-balanced groups         router.rs, subscription.rs
+//!    | advanced filters: and/or/not, wildcards, expressions (compiled)  filter/
 //!    -> handler(&Delivery) -> Outcome (the envelope on request)         outcome.rs, envelope.rs
 //!    |  Done | Retry: backoff on the timer wheel | Fail, exhausted,     backoff.rs, retry.rs
 //!    |       |                                    | panicked, expired:
 //!    |       |                                    | dead letters        dead_letters.rs
 //!    v
 //!  stats: snapshots per bus, shard, publisher, subscription            stats.rs
+//!  analytics (opt-in): per type / source counts, latency per priority  analytics/
 //!  time: the bus clock (TSC), read lazily by shards                     clock.rs
 //!  waiting: spin / yield / park, chosen once                            wait.rs
 //! ```
@@ -62,9 +64,18 @@
 //!
 //! ## Features
 //!
+//! - `metrics`: [`analytics::MetricsExporter`], live analytics through the `metrics`
+//!   facade (0.24), for any exporter (Prometheus, StatsD, ...).
+//! - `journal`: the on-disk journal, and [`analytics::JournalAnalyzer`] over it.
+//! - `cli`: the `dreamnet` binary (journal tools, `report`).
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
+//! - `cron`: `Bus::cron` and `recurring::Recurrence::cron`, recurring schedules from cron
+//!   expressions (the `cron` crate). `Bus::every` and the `window` module need no feature.
+//! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay)
+//!   and `BusBuilder::journal`: each shard appends what it drains to its own journal
+//!   before any handler sees it; `Bus::replayer` replays a journal into a bus.
 //! - `async`: [`EventStream`] is also a `futures_core::Stream` (tokio and other
 //!   executors); pulls in `futures-core` only.
 //!
@@ -96,6 +107,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Modules in the order data flows through them (see the picture above).
+pub mod analytics;
 mod backoff;
 mod barrier;
 #[cfg(feature = "nats")]
@@ -123,6 +135,7 @@ mod policy;
 mod priority;
 mod progress;
 mod publisher;
+pub mod recurring;
 mod retry;
 mod router;
 mod schedule;
@@ -139,9 +152,15 @@ pub mod timer_wheel;
 mod transform;
 mod type_tag;
 mod wait;
+pub mod window;
 
 pub use backoff::{Jitter, RetryPolicy};
-pub use bus::{Bus, PaceEnd, PacedRedrive, ShieldStats, MAX_PER_TICK, SHIELD_AGENT};
+pub use bus::{
+    Bus, PaceEnd, PacedRedrive, ShieldStats, Window, MAX_PER_TICK, SHIELD_AGENT, WINDOW_AGENT,
+    WINDOW_RESULT_TYPE,
+};
+#[cfg(feature = "journal")]
+pub use bus::{ReplayError, ReplayReport, ReplayTarget, Replayer};
 pub use clock::{Clock, ManualClock};
 pub use config::{BusBuilder, Config, RunMode};
 pub use dead_letters::{DeadLetter, DeadLetterHook, DeadLetters, DeadReason, FullPolicy};

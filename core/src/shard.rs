@@ -120,6 +120,12 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     control_pending: bool,
     retries: Retries<SLOT>,
     redrives: Arc<RedriveQueue<SLOT>>,
+    /// This shard's journal (`BusBuilder::journal`): every event taken off a ring is
+    /// appended before it is routed (`journal/shard_journal.rs`).
+    #[cfg(feature = "journal")]
+    pub(crate) journal: Option<crate::journal::ShardJournal<SLOT>>,
+    /// Live analytics tables (`BusBuilder::analytics`); `None`: one branch per chunk.
+    analytics: Option<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
@@ -165,7 +171,19 @@ impl<const SLOT: usize> Shard<SLOT> {
             control_pending: false,
             retries,
             redrives,
+            #[cfg(feature = "journal")]
+            journal: None,
+            analytics: None,
         }
+    }
+
+    /// Records live analytics into `tables` (see `analytics/recorder.rs`).
+    pub(crate) fn with_analytics(
+        mut self,
+        tables: Option<Arc<crate::analytics::ShardAnalytics>>,
+    ) -> Self {
+        self.analytics = tables;
+        self
     }
 
     /// This shard's index on its bus.
@@ -217,9 +235,12 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
         }
-        if self.stop_requested && self.is_idle() {
+        let stopping = self.stop_requested && self.is_idle();
+        if stopping {
             done += self.flush_timers_on_stop(self.clock.now_ns());
         }
+        #[cfg(feature = "journal")]
+        crate::journal::journal_idle(&mut self.journal, done == 0, stopping);
         done
     }
 
@@ -332,6 +353,9 @@ impl<const SLOT: usize> Shard<SLOT> {
             inbox,
             control_pending,
             clock,
+            #[cfg(feature = "journal")]
+            journal,
+            analytics,
             ..
         } = self;
         let now = LazyNow::new(clock);
@@ -357,6 +381,13 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
             let (first, second) = chunk.as_slices();
+            // Journaled before any of it is routed; only what was journaled is dispatched.
+            #[cfg(feature = "journal")]
+            let (first, second) =
+                crate::journal::journal_chunk(journal, first, second, retries, counters, &now);
+            if let Some(a) = analytics {
+                a.record_chunk(priority, first, second, &now);
+            }
             for event in first.iter().chain(second) {
                 if event.header().is_scheduled()
                     && !take_scheduled(retries, counters, event, now.get())

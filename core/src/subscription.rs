@@ -61,8 +61,9 @@ pub struct Filter {
     /// Bit `p` set: priority `p` passes. Zero: every priority.
     pub(crate) priorities: u8,
     pub(crate) predicate: Option<Predicate>,
-    /// Compiled criteria from combinators, expressions and wildcards (`filter/`).
-    pub(crate) cond: Option<crate::filter::Cond>,
+    /// Compiled criteria from combinators, expressions and wildcards (`filter/`). Boxed:
+    /// routes hold their filter inline, and plain filters should stay small.
+    pub(crate) cond: Option<Box<crate::filter::Cond>>,
 }
 
 impl core::fmt::Debug for Filter {
@@ -161,7 +162,9 @@ impl Filter {
             && self.cond.is_none()
     }
 
-    /// The types this filter names (empty: all).
+    /// The types the router indexes this filter under (empty: every type). For the plain
+    /// criteria these are exactly the types that pass; for a combined, parsed or wildcard
+    /// filter a superset (its compiled program decides).
     pub fn types(&self) -> &[EventType] {
         &self.types
     }

@@ -62,7 +62,8 @@ const OFF_RESERVED3: usize = 104;
 const FLAG_HAS_PAYLOAD: u8 = 1;
 const FLAG_LOCAL: u8 = 2;
 const FLAG_SCHEDULED: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED;
+const FLAG_REPLAYED: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_HAS_PAYLOAD | FLAG_LOCAL | FLAG_SCHEDULED | FLAG_REPLAYED;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
@@ -172,6 +173,7 @@ fn raw<const SLOT: usize>(b: &[u8]) {
     assert_eq!(h.attempts(), u16_at(b, OFF_ATTEMPTS));
     assert_eq!(h.has_payload(), b[OFF_FLAGS] & FLAG_HAS_PAYLOAD != 0);
     assert_eq!(h.is_scheduled(), b[OFF_FLAGS] & FLAG_SCHEDULED != 0);
+    assert_eq!(h.is_replayed(), b[OFF_FLAGS] & FLAG_REPLAYED != 0);
     let len = usize::from(u16_at(b, OFF_PAYLOAD_LEN));
     assert_eq!(h.payload_len(), len);
     assert_eq!(e.payload_bytes(), &b[HEADER_SIZE..HEADER_SIZE + len]);

@@ -1,13 +1,15 @@
 //! Zero allocation on the journal's append path, under `Os` and under `Batch` (whose
 //! syncs fall inside the window): 100,000 appends after warm-up, counted by the shared
-//! counting allocator. One `#[test]`, so nothing else in this binary allocates inside a
-//! measured window. Segments are large enough that no rollover (which creates a file)
-//! happens in the window.
+//! counting allocator; then the same with the bus running (`BusBuilder::journal`, two
+//! shards in poll mode: publish, journal, route, handle, and idle polls' `sync_if_due`).
+//! One `#[test]`, so nothing else in this binary allocates inside a measured window.
+//! Segments are large enough that no rollover (which creates a file) happens in the
+//! window.
 
 use std::time::Duration;
 
 use dreamnet_bus::journal::{Durability, Journal, JournalConfig};
-use dreamnet_bus::{Event, EventType, Priority};
+use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, Shard};
 
 mod alloc_counter;
 use alloc_counter::{allocations_during, first_sizes};
@@ -78,4 +80,89 @@ fn append_allocates_nothing_after_warm_up() {
         },
         "batch",
     );
+    bus_window(Durability::Os, "bus-os");
+    bus_window(
+        Durability::Batch {
+            every_events: 1_000,
+            every: Duration::from_millis(5),
+        },
+        "bus-batch",
+    );
+}
+
+fn drain(shards: &mut [Shard]) -> usize {
+    let mut total = 0;
+    loop {
+        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+/// The bus with a journal per shard: publish, journal each drained chunk, route, handle.
+fn bus_window(durability: Durability, tag: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("zero-alloc-journal-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (bus, mut shards) = Bus::builder()
+        .shards(2)
+        .ring_capacity_all(1024)
+        .journal(
+            JournalConfig::new(&dir)
+                .segment_records(150_000)
+                .durability(durability),
+        )
+        .build_polled()
+        .expect("bus");
+    let agent = bus.register_agent("journaled").expect("agent");
+    let mut sum = 0u64;
+    // Fan-out: every event goes to both shards, so both journals append.
+    for shard in 0..2 {
+        bus.subscribe(
+            dreamnet_bus::Subscription::new(Filter::of_type(EventType::AGENT_STATUS))
+                .on_shard(shard),
+            move |d| {
+                sum = sum.wrapping_add(d.header().correlation_id());
+                std::hint::black_box(sum);
+                Outcome::Done
+            },
+        )
+        .expect("subscribe");
+    }
+    let mut publisher = bus.publisher(agent).expect("publisher");
+    let event = Event::new(EventType::AGENT_STATUS)
+        .with_payload(&Reading { sensor: 1, seq: 2 })
+        .expect("payload fits");
+    let round = |publisher: &mut dreamnet_bus::Publisher, shards: &mut [Shard]| {
+        for _ in 0..500 {
+            publisher.try_publish(event.clone()).expect("room");
+        }
+        assert_eq!(drain(shards), 1_000);
+    };
+    for _ in 0..20 {
+        round(&mut publisher, &mut shards);
+    }
+    // Each journal's helper thread prepares its next segment from open on (it allocates
+    // a path and a map); give it time to finish before the window.
+    std::thread::sleep(Duration::from_millis(500));
+    let allocations = allocations_during(|| {
+        for _ in 0..200 {
+            round(&mut publisher, &mut shards);
+        }
+    });
+    assert_eq!(
+        allocations,
+        0,
+        "allocations with the journaled bus running under {durability:?}; first sizes {:?}",
+        first_sizes()
+    );
+    let stats = bus.journal_stats();
+    assert_eq!(stats[0].journaled, 110_000);
+    assert_eq!(stats[1].journaled, 110_000);
+    bus.close();
+    drain(&mut shards);
+    drop((publisher, shards, bus));
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -5,6 +5,7 @@
 //! cargo run --release --bin loadgen -- --compare --duration 2 --plot latency.svg
 //! cargo run --release --bin loadgen -- --mode open --rate 1000000 --pin
 //! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
+//! cargo run --release --bin loadgen -- --journal /tmp/dnj --durability batch
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
@@ -15,13 +16,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use dreamnet_bus::journal::Durability;
 use dreamnet_bus::WaitStrategy;
 use dreamnet_bus_bench::alloc::CountingAlloc;
 use dreamnet_bus_bench::disruptor_peer::{self, Variant};
 use dreamnet_bus_bench::headline::{self, Line};
 use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus_bench::{baseline, dreamnet, plot, report};
+use dreamnet_bus_bench::{baseline, dreamnet, journal_load, plot, report};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
 #[global_allocator]
@@ -170,6 +172,25 @@ struct Args {
     /// letters.
     #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
+
+    /// Journal every event the shards drain into DIR (one journal per shard, DIR/bus is
+    /// emptied first), and run the same workload without a journal beside it: prints the
+    /// on/off ratio, the read-back rate and the disk's own sequential write of the same
+    /// bytes (see `journal_load`).
+    #[arg(long, value_name = "DIR", conflicts_with = "compare")]
+    journal: Option<PathBuf>,
+
+    /// The journal's durability: os (survives kill -9), batch (fdatasync every 1,000
+    /// events or 1 ms), always (fdatasync every event).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Os, requires = "journal")]
+    durability: DurabilityArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Os,
+    Batch,
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,7 +248,15 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         ours.0.as_ref(),
         ours.1.as_ref(),
     ));
+    let journal_text = match journal_run(args) {
+        Some(j) => Some(journal_phases(&opts, load, slot, j, &ours, &mut lines)?),
+        None => None,
+    };
     runs.extend(ours.0.into_iter().chain(ours.1));
+    let journal_summary = journal_text.map(|(text, journaled)| {
+        runs.extend(journaled);
+        text
+    });
     if args.compare {
         let capacity = baseline_capacity(&opts);
         let theirs = phases(&opts, load, RunReport::published_per_s, |o| {
@@ -261,6 +290,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         );
     } else {
         print_text(&runs, &lines, load, args.compare);
+        if let Some(text) = &journal_summary {
+            println!("{text}");
+        }
     }
     if let Some(path) = &args.plot {
         write_plot(path, &lines, &runs)?;
@@ -269,6 +301,66 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         }
     }
     Ok(runs.iter().all(RunReport::ok))
+}
+
+/// `--journal`: the journal to run with, if asked.
+fn journal_run(args: &Args) -> Option<journal_load::JournalRun> {
+    args.journal.as_ref().map(|dir| journal_load::JournalRun {
+        dir: dir.clone(),
+        durability: match args.durability {
+            DurabilityArg::Os => Durability::Os,
+            DurabilityArg::Batch => journal_load::BATCH,
+            DurabilityArg::Always => Durability::Always,
+        },
+        shards: args.shards,
+    })
+}
+
+/// The journaled phases (logic in `journal_load`): the same phases with the journal on,
+/// the read-back of the closed run's journal and the disk baseline of the same bytes.
+fn journal_phases(
+    opts: &Options,
+    load: Option<f64>,
+    slot: usize,
+    j: journal_load::JournalRun,
+    off: &(Option<RunReport>, Option<RunReport>),
+    lines: &mut Vec<Line>,
+) -> Result<(String, Vec<RunReport>), Box<dyn Error>> {
+    let on_opts = Options {
+        journal: Some(j.clone()),
+        ..opts.clone()
+    };
+    let mut read_back = None;
+    let on = phases(&on_opts, load, RunReport::published_per_s, |o| {
+        j.fresh()?;
+        let r = dreamnet::run(o, slot)?;
+        if read_back.is_none() {
+            read_back = Some(match slot {
+                512 => j.read_back::<512>()?,
+                1024 => j.read_back::<1024>()?,
+                _ => j.read_back::<256>()?,
+            });
+        }
+        Ok(r)
+    })?;
+    j.fresh()?;
+    let read_back = read_back.unwrap_or_default();
+    let record = slot + 64;
+    let disk = j.disk_baseline(read_back.records, record)?;
+    lines.push(Line::of_runs(
+        "dreamnet-bus + journal",
+        on.0.as_ref(),
+        on.1.as_ref(),
+    ));
+    let text = journal_load::text(
+        j.durability,
+        (off.0.as_ref(), off.1.as_ref()),
+        (on.0.as_ref(), on.1.as_ref()),
+        read_back,
+        disk,
+        record,
+    );
+    Ok((text, on.0.into_iter().chain(on.1).collect()))
 }
 
 /// The run's phases: in auto mode (`load` given) closed loop, then open loop at `load` of
@@ -386,6 +478,7 @@ fn options(args: &Args) -> Result<Options, String> {
         progress: !args.json,
         inject: inject(args)?,
         reliability: reliability(args)?,
+        journal: None,
     })
 }
 

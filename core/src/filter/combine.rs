@@ -150,7 +150,7 @@ impl Filter {
     /// A filter of the program `cond` alone.
     pub(crate) fn with_cond(cond: Cond) -> Filter {
         Filter {
-            cond: Some(cond),
+            cond: Some(Box::new(cond)),
             ..Filter::default()
         }
     }
@@ -173,7 +173,7 @@ impl Filter {
             parts.push(Cond::predicate(p));
         }
         if let Some(c) = self.cond {
-            parts.push(c);
+            parts.push(*c);
         }
         parts.into_iter().reduce(Cond::and).unwrap_or_default()
     }
@@ -188,5 +188,125 @@ impl core::ops::Not for Filter {
         let mut f = Filter::with_cond(self.into_cond().not());
         f.destination = tap;
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use crate::names::AgentId;
+    use crate::priority::Priority;
+    use proptest::prelude::*;
+
+    /// Plain criteria as leaves, combined; the model is the recursive meaning.
+    #[derive(Clone, Debug)]
+    enum Tree {
+        Types(Vec<u16>),
+        Source(u32),
+        Levels(u8),
+        Meta(Cmp, u64),
+        Not(Box<Tree>),
+        And(Box<Tree>, Box<Tree>),
+        Or(Box<Tree>, Box<Tree>),
+    }
+
+    fn tree() -> impl Strategy<Value = Tree> {
+        let cmp =
+            proptest::sample::select(&[Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge][..]);
+        prop_oneof![
+            proptest::collection::vec(0u16..5, 0..3).prop_map(Tree::Types),
+            (0u32..3).prop_map(Tree::Source),
+            (0u8..16).prop_map(Tree::Levels),
+            (cmp, 0u64..3).prop_map(|(c, v)| Tree::Meta(c, v)),
+        ]
+        .prop_recursive(4, 24, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|t| Tree::Not(Box::new(t))),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| Tree::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner).prop_map(|(a, b)| Tree::Or(Box::new(a), Box::new(b))),
+            ]
+        })
+    }
+
+    const KEY: MetaKey = MetaKey(1);
+
+    fn build(t: &Tree) -> Filter {
+        match t {
+            Tree::Types(ts) => {
+                Filter::of_types(&ts.iter().map(|t| EventType(*t)).collect::<Vec<_>>())
+            }
+            Tree::Source(s) => Filter::any().from_source(AgentId(*s)),
+            Tree::Levels(m) => Filter::any().priorities(
+                &Priority::ALL
+                    .into_iter()
+                    .filter(|p| m & (1 << p.index()) != 0)
+                    .collect::<Vec<_>>(),
+            ),
+            Tree::Meta(c, v) => Filter::meta(KEY, *c, *v),
+            Tree::Not(a) => !build(a),
+            Tree::And(a, b) => build(a).and(build(b)),
+            Tree::Or(a, b) => build(a).or(build(b)),
+        }
+    }
+
+    fn model(t: &Tree, e: &Event) -> bool {
+        let h = e.header();
+        match t {
+            Tree::Types(ts) => ts.is_empty() || ts.contains(&h.event_type().raw()),
+            Tree::Source(s) => h.source().raw() == *s,
+            // No level set: every level (as `priorities(&[])`).
+            Tree::Levels(m) => *m == 0 || m & (1 << h.priority().index()) != 0,
+            Tree::Meta(c, v) => h.metadata(KEY).is_some_and(|x| c.holds(x, *v)),
+            Tree::Not(a) => !model(a, e),
+            Tree::And(a, b) => model(a, e) && model(b, e),
+            Tree::Or(a, b) => model(a, e) || model(b, e),
+        }
+    }
+
+    proptest! {
+        /// Combinators over the plain criteria mean what the tree means, type index
+        /// included (`matches` consults it first).
+        #[test]
+        fn combinations_match_the_recursive_model(
+            t in tree(),
+            ty in 0u16..5, src in 0u32..3, prio in 0u8..4, meta in proptest::option::of(0u64..3),
+        ) {
+            let mut e: Event = Event::new(EventType(ty)).with_priority(Priority::from_u8(prio).unwrap());
+            e.stamp(1, AgentId(src), 0);
+            if let Some(v) = meta {
+                e.set_metadata(KEY, v).unwrap();
+            }
+            prop_assert_eq!(build(&t).matches(&e), model(&t, &e));
+        }
+    }
+
+    #[test]
+    fn payload_tests_read_the_archive_and_fail_without_one() {
+        #[derive(rkyv::Archive, rkyv::Serialize)]
+        struct Job {
+            seq: u32,
+        }
+        #[derive(rkyv::Archive, rkyv::Serialize)]
+        struct Other {
+            a: u8,
+            b: u8,
+        }
+        let f = Filter::payload::<Job>(|j| j.seq == 7);
+        let e = |seq| {
+            Event::<256>::new(EventType(0))
+                .with_payload(&Job { seq })
+                .unwrap()
+        };
+        assert!(f.matches(&e(7)));
+        assert!(!f.matches(&e(8)));
+        assert!(!f.matches(&Event::<256>::new(EventType(0))));
+        // Another type's archive: refused by validation (2 bytes are no `u32` archive).
+        let other = Event::<256>::new(EventType(0))
+            .with_payload(&Other { a: 7, b: 0 })
+            .unwrap();
+        assert!(!f.matches(&other));
+        assert!((!f).matches(&other));
     }
 }

@@ -56,6 +56,21 @@ impl JournalConfig {
         self
     }
 
+    /// The directory of shard `shard`'s journal when a bus journals into this
+    /// configuration's directory (`BusBuilder::journal`): `DIR/shard-NN`. Each shard
+    /// writes its own journal; open a [`JournalReader`](super::JournalReader) on this.
+    pub fn shard_dir(&self, shard: usize) -> PathBuf {
+        self.dir.join(format!("shard-{shard:02}"))
+    }
+
+    /// This configuration for shard `shard` (same settings, [`JournalConfig::shard_dir`]).
+    pub(crate) fn for_shard(&self, shard: usize) -> JournalConfig {
+        JournalConfig {
+            dir: self.shard_dir(shard),
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), JournalError> {
         if self.segment_records == 0 {
             return Err(JournalError::Config("segment_records must be at least 1"));

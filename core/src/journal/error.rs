@@ -145,3 +145,42 @@ impl JournalError {
         }
     }
 }
+
+/// A [`JournalError`] that can be cloned and compared, for where errors must be
+/// (`BusError`, a bus's journal stats): clones share the one error, and two are equal when
+/// they are the same error (not merely alike).
+#[derive(Debug, Clone)]
+pub struct SharedJournalError(pub std::sync::Arc<JournalError>);
+
+impl SharedJournalError {
+    /// The error itself.
+    pub fn error(&self) -> &JournalError {
+        &self.0
+    }
+}
+
+impl From<JournalError> for SharedJournalError {
+    fn from(e: JournalError) -> Self {
+        SharedJournalError(std::sync::Arc::new(e))
+    }
+}
+
+impl PartialEq for SharedJournalError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedJournalError {}
+
+impl core::fmt::Display for SharedJournalError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for SharedJournalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}

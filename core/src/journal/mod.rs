@@ -49,15 +49,17 @@
 //! multi-producer sequence (an atomic per event, shared cache lines between shards) for
 //! an order no handler ever observes. Readers merge shards by timestamp if they need to.
 //!
-//! ## Plug-in point (not wired yet)
+//! ## Wired into the bus
 //!
-//! The journaler is one more consumer of what a shard drains (the LMAX pattern). When
-//! the shard is ready for it, its drain loop calls `journal.append(&event)` for each
-//! event it takes from its rings, *before* routing it, and `journal.sync_if_due()` on an
-//! empty poll. The answer to "does a handler ever see an event that is not journaled?"
-//! is then *no*: append returns before the router runs (a handler may see an event that
-//! is journaled but not yet *durable*, under `Batch`). An append error (a full disk) is
-//! the shard's to report (stats and a dead letter), never a silent drop.
+//! `Bus::builder().journal(JournalConfig::new(dir))` gives each shard its journal in
+//! [`JournalConfig::shard_dir`]`(i)`. The journaler is one more consumer of what a shard
+//! drains (the LMAX pattern, `shard_journal.rs`): each chunk taken off a ring is appended
+//! *before* any of it is routed, so a handler never sees an event that is not journaled
+//! (under `Batch` it may see one not yet *durable*); an empty poll runs `sync_if_due`; a
+//! stopping shard syncs once drained. An append error (a full disk) dead-letters the event
+//! with [`APPEND_FAILED`] and is counted in `Bus::journal_stats`, never dropped in silence.
+//! `Bus::durable_seq(shard)` and `Bus::wait_durable(timeout)` give durability at the bus
+//! level; `Bus::replayer(reader)` replays a journal into a bus (`bus/replay.rs`).
 //!
 //! ## Accepted, journaled, durable
 //!
@@ -107,6 +109,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod selection;
+mod shard_journal;
 mod thread;
 mod writer;
 
@@ -115,12 +118,14 @@ mod tests;
 
 pub use config::{JournalConfig, Retention};
 pub use durability::{Durability, DurableWatch};
-pub use error::{Damage, JournalError};
+pub use error::{Damage, JournalError, SharedJournalError};
 pub use footer::TypeSet;
 pub use pacing::{Pacer, Pacing};
 pub use reader::{JournalReader, Record, Records};
 pub use recovery::{repair, verify, Fix, Scan, SegmentInfo};
 pub use selection::Selection;
+pub(crate) use shard_journal::{journal_chunk, journal_idle, JournalShared, ShardJournal};
+pub use shard_journal::{JournalStats, APPEND_FAILED};
 pub use thread::ThreadEntry;
 pub use writer::Journal;
 

@@ -156,7 +156,7 @@ impl<const SLOT: usize> Journal<SLOT> {
             next: Next::None,
             closed: false,
         };
-        journal.start_next();
+        journal.start_next(None);
         Ok(journal)
     }
 
@@ -223,14 +223,23 @@ impl<const SLOT: usize> Journal<SLOT> {
     /// Starts preparing the segment after the open one on a helper thread (segments fill
     /// completely, so its first sequence number is known). If the thread cannot be
     /// spawned, the segment is prepared at rollover instead.
-    fn start_next(&mut self) {
+    ///
+    /// `retire`, the map of the segment just sealed, is unmapped on that thread too, after
+    /// the next segment is ready: unmapping 20 MiB of dirty shared pages walks every page
+    /// (dirty accounting), which took the append thread ~1-2 ms per rollover.
+    fn start_next(&mut self, retire: Option<MmapMut>) {
         let dir = self.config.dir.clone();
         let config = self.config.clone();
         let first = self.active.header.first_seq + self.active.header.capacity;
-        self.next = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("journal-prepare".into())
-            .spawn(move || Self::prepare_segment(&dir, &config, first))
-            .map_or(Next::None, Next::Pending);
+            .spawn(move || {
+                let ready = Self::prepare_segment(&dir, &config, first);
+                drop(retire);
+                ready
+            });
+        // If the thread could not be spawned, `retire` was dropped with the closure here.
+        self.next = spawned.map_or(Next::None, Next::Pending);
     }
 
     /// Waits until the next segment is prepared (preallocated, mapped, prefaulted), so the
@@ -266,6 +275,28 @@ impl<const SLOT: usize> Journal<SLOT> {
     /// This is the plug-in point for a shard: call it for each event drained, in drain
     /// order, before (or after, see the module docs) handing it to the router.
     pub fn append(&mut self, event: &Event<SLOT>) -> Result<u64, JournalError> {
+        let seq = self.append_deferred(event)?;
+        if self.config.durability == Durability::Os {
+            self.watch.advance(seq);
+        }
+        Ok(seq)
+    }
+
+    /// Under `Os`, makes everything appended durable in the watermark (see
+    /// [`Journal::append_deferred`]). Under the other policies the syncs move it.
+    #[inline]
+    pub(crate) fn publish_appended(&self) {
+        let last = self.next_seq - 1;
+        if self.config.durability == Durability::Os && self.watch.durable_seq() != last {
+            self.watch.advance(last);
+        }
+    }
+
+    /// As [`Journal::append`], except that under `Os` the durable watermark is not moved
+    /// (a sequentially consistent store and a load per record): the caller calls
+    /// [`Journal::publish_appended`] once per batch (a shard, once per chunk).
+    #[inline]
+    pub(crate) fn append_deferred(&mut self, event: &Event<SLOT>) -> Result<u64, JournalError> {
         if self.closed {
             return Err(JournalError::Closed);
         }
@@ -283,7 +314,7 @@ impl<const SLOT: usize> Journal<SLOT> {
         self.next_seq += 1;
         self.watermark = wm;
         match self.config.durability {
-            Durability::Os => self.watch.advance(seq),
+            Durability::Os => {}
             Durability::Always => {
                 self.sync()?;
             }
@@ -355,13 +386,19 @@ impl<const SLOT: usize> Journal<SLOT> {
         }
         let ready = self.take_next()?;
         let next = Self::publish(ready, &self.config, self.watermark)?;
-        let old = core::mem::replace(&mut self.active, next);
+        let Active {
+            path,
+            header,
+            map,
+            summary,
+            ..
+        } = core::mem::replace(&mut self.active, next);
         self.sealed.push_back(Sealed {
-            path: old.path,
-            bytes: old.header.file_len(),
-            sealed_unix_ns: old.summary.sealed_unix_ns,
+            path,
+            bytes: header.file_len(),
+            sealed_unix_ns: summary.sealed_unix_ns,
         });
-        self.start_next();
+        self.start_next(Some(map));
         self.enforce_retention()?;
         Ok(())
     }

@@ -12,6 +12,13 @@
 //! `==`/`in` fail, `!=` passes. `priority` compares urgency: `low < normal < high <
 //! critical`. `meta.KEY` compares the entry's integer; a missing entry fails every
 //! comparison, `!=` included. `!` is plain negation.
+//!
+//! Routing: a top-level `type == "x"` / `type in [..]` conjunct without wildcards indexes
+//! the route under those types, and a top-level `destination == "x"` conjunct makes the
+//! filter a tap on x's direct traffic (as `Filter::to_destination`). Elsewhere, a
+//! `destination` test sees what the subscription receives anyway: broadcasts, and direct
+//! traffic to the agent it subscribed for. Names resolve to ids of the bus given to
+//! `parse`: a filter is valid on that bus only.
 
 mod ast;
 mod compile;
