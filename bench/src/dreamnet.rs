@@ -56,7 +56,7 @@ pub fn install_quiet_panic_hook() {
 }
 
 /// Dead-letter reasons in report order, with their report names.
-const REASONS: [&str; 11] = [
+const REASONS: [&str; 13] = [
     "failed",
     "retries-exhausted",
     "deadline-exceeded",
@@ -68,6 +68,8 @@ const REASONS: [&str; 11] = [
     "late",
     "key-overflow",
     "unaggregatable",
+    "loop-detected",
+    "emit-full",
 ];
 
 fn reason_index(r: DeadReason) -> usize {
@@ -83,6 +85,8 @@ fn reason_index(r: DeadReason) -> usize {
         DeadReason::Late => 8,
         DeadReason::KeyOverflow => 9,
         DeadReason::Unaggregatable => 10,
+        DeadReason::LoopDetected => 11,
+        DeadReason::EmitFull => 12,
     }
 }
 

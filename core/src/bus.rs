@@ -24,8 +24,10 @@ use crate::shared::Shared;
 use crate::stats::{
     BusStats, PublisherCounters, ShardStats, SubscriptionCounters, SubscriptionStats,
 };
-use crate::subscription::{Balance, Delivery, GroupId, Subscription, SubscriptionId};
+use crate::stream::{EventStream, StreamPolicy};
+use crate::subscription::{Balance, BoxedHandler, Delivery, GroupId, Subscription, SubscriptionId};
 use crate::targets::{Footprint, TargetCounts};
+use crate::transform::{Emitter, Stage, Transform};
 use crate::wait::Waiter;
 
 mod analytics;
@@ -394,7 +396,15 @@ impl<const SLOT: usize> Bus<SLOT> {
     where
         F: FnMut(&Delivery<'_, SLOT>) -> Outcome + Send + 'static,
     {
-        let subscription = subscription.into();
+        self.subscribe_placed(subscription.into(), |_| Box::new(handler))
+    }
+
+    /// `subscribe`, with the handler made once the shard it runs on is known.
+    fn subscribe_placed(
+        &self,
+        subscription: Subscription,
+        make: impl FnOnce(usize) -> BoxedHandler<SLOT>,
+    ) -> Result<SubscriptionId, BusError> {
         if self.is_closed() {
             return Err(BusError::Closed);
         }
@@ -407,7 +417,7 @@ impl<const SLOT: usize> Bus<SLOT> {
         let counters = Arc::new(SubscriptionCounters::default());
         let member = NewMember {
             id,
-            handler: Box::new(handler),
+            handler: make(shard),
             retry: subscription.retry.unwrap_or(self.shared.config.retry),
             counters: Arc::clone(&counters),
         };
@@ -418,6 +428,49 @@ impl<const SLOT: usize> Bus<SLOT> {
         };
         self.add_member(&mut plane, id, message, footprint, counters);
         Ok(id)
+    }
+
+    /// A streaming subscription: what `subscription` passes is stored in a ring of
+    /// `capacity` events that the returned [`EventStream`] pulls from (pull instead of
+    /// push); `policy` says what a full ring does (see [`StreamPolicy`]). The ring is
+    /// allocated here. `StreamCapacity` outside `1..=MAX_RING_CAPACITY`.
+    pub fn stream(
+        &self,
+        subscription: impl Into<Subscription>,
+        capacity: usize,
+        policy: StreamPolicy,
+    ) -> Result<EventStream<SLOT>, BusError> {
+        let max = crate::memory::MAX_RING_CAPACITY;
+        if capacity == 0 || capacity > max {
+            return Err(BusError::StreamCapacity { capacity, max });
+        }
+        let (mut producer, consumer) =
+            crate::stream::channel(capacity, policy, self.shared.config.wait).map_err(|_| {
+                BusError::OutOfMemory {
+                    what: "stream ring",
+                }
+            })?;
+        let id = self.subscribe(subscription, move |d| producer.offer(d))?;
+        Ok(consumer(id))
+    }
+
+    /// Registers a transform stage on what `subscription` passes: it reads each delivery
+    /// and emits derived events back into the bus (see [`Stage`] and the `transform`
+    /// module docs: causation, the hop limit, and why a stage never blocks its shard).
+    pub fn transform<F>(
+        &self,
+        subscription: impl Into<Subscription>,
+        stage: Stage<F, SLOT>,
+    ) -> Result<Transform, BusError>
+    where
+        F: FnMut(&Delivery<'_, SLOT>, &mut Emitter<'_, SLOT>) -> Outcome + Send + 'static,
+    {
+        let (handle, prepare) = crate::transform::prepare(stage);
+        let id = self.subscribe_placed(subscription.into(), |shard| {
+            let counters = Arc::clone(&self.shard_counters[shard]);
+            prepare(Arc::clone(&self.shared.dead_letters), counters, shard)
+        })?;
+        Ok(handle(id))
     }
 
     /// Posts a new member (a subscription, or a group's new member) to its shard, then

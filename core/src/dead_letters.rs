@@ -49,11 +49,18 @@ pub enum DeadReason {
     KeyOverflow,
     /// An aggregation window could not read the event's key or value.
     Unaggregatable,
+    /// A transform stage refused an input whose hop count had reached the stage's maximum:
+    /// the events are going round a cycle of stages (see `Bus::transform`).
+    LoopDetected,
+    /// A derived event a transform stage emitted met a full ring (a stage runs on a shard
+    /// and never blocks it). Kept here without a subscription, so a redrive routes it
+    /// like a new event.
+    EmitFull,
 }
 
 impl DeadReason {
     /// How many reasons there are (the length of per-reason tables).
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
 
     /// The index of this reason in per-reason tables, in declaration order.
     pub const fn index(self) -> usize {
@@ -69,6 +76,8 @@ impl DeadReason {
             DeadReason::Late => 8,
             DeadReason::KeyOverflow => 9,
             DeadReason::Unaggregatable => 10,
+            DeadReason::LoopDetected => 11,
+            DeadReason::EmitFull => 12,
         }
     }
 
@@ -86,6 +95,8 @@ impl DeadReason {
             DeadReason::Late => "late",
             DeadReason::KeyOverflow => "key-overflow",
             DeadReason::Unaggregatable => "unaggregatable",
+            DeadReason::LoopDetected => "loop-detected",
+            DeadReason::EmitFull => "emit-full",
         }
     }
 }

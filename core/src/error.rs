@@ -304,6 +304,14 @@ pub enum BusError {
     /// A worker thread could not be spawned.
     #[error("could not spawn shard worker: {0}")]
     Spawn(String),
+    /// A stream's capacity outside `1..=max` (see [`crate::Bus::stream`]).
+    #[error("a stream holds 1 to {max} events; got {capacity}")]
+    StreamCapacity {
+        /// The capacity asked for.
+        capacity: usize,
+        /// The largest allowed ([`crate::MAX_RING_CAPACITY`]).
+        max: usize,
+    },
 }
 
 /// An event's inline metadata is full: the entry is handed back.

@@ -85,7 +85,11 @@ pub struct Header {
     attempts: u16,
     /// In `0..=META_ENTRIES`.
     meta_len: u8,
-    reserved: [u8; 7],
+    /// Causal depth: how many `caused_by` links lead back to a root event (0 for a root).
+    /// A transform stage refuses an input past its maximum (a cycle: `LoopDetected`).
+    /// Any value is valid.
+    hops: u8,
+    reserved: [u8; 6],
     meta_keys: [u16; META_ENTRIES],
     reserved2: u16,
     meta_values: [u64; META_ENTRIES],
@@ -132,6 +136,12 @@ impl Header {
     /// [`Event::caused_by`].
     pub fn causation_id(&self) -> u64 {
         self.causation_id
+    }
+    /// The hop count: how many `caused_by` links lead back to a root event (0 for an
+    /// event caused by nothing; a derived event has its cause's count plus one). Transform
+    /// stages use it to stop cycles.
+    pub fn hops(&self) -> u8 {
+        self.hops
     }
     /// The deadline on the bus clock, if one was set.
     pub fn deadline_ns(&self) -> Option<u64> {
@@ -274,10 +284,12 @@ impl<const SLOT: usize> Event<SLOT> {
     /// Marks this event as caused by the one with header `cause` (in a handler:
     /// `Event::new(t).caused_by(delivery.header())`): the causation id becomes the cause's
     /// id, and the correlation id the cause's correlation id, or the cause's own id when it
-    /// had none (the cause then starts the conversation).
+    /// had none (the cause then starts the conversation). The hop count becomes the
+    /// cause's plus one (saturating).
     pub fn caused_by(mut self, cause: &Header) -> Self {
         let h = self.header_mut();
         h.causation_id = cause.id;
+        h.hops = cause.hops.saturating_add(1);
         h.correlation_id = if cause.correlation_id != 0 {
             cause.correlation_id
         } else {
@@ -523,6 +535,14 @@ impl<const SLOT: usize> Event<SLOT> {
         }
     }
 
+    /// Sets the causation id and hop count (a draft written in place: see
+    /// `Draft::caused_by`).
+    pub(crate) fn set_cause(&mut self, causation_id: u64, hops: u8) {
+        let h = self.header_mut();
+        h.causation_id = causation_id;
+        h.hops = hops;
+    }
+
     pub(crate) fn set_attempts(&mut self, attempts: u16) {
         self.header_mut().attempts = attempts;
     }
@@ -554,7 +574,7 @@ fn check_header(h: &Header, capacity: usize) -> Result<(), DecodeError> {
             max: META_ENTRIES,
         });
     }
-    if h.reserved != [0; 7] || h.reserved2 != 0 || h.reserved3 != [0; 8] {
+    if h.reserved != [0; 6] || h.reserved2 != 0 || h.reserved3 != [0; 8] {
         return Err(DecodeError::ReservedNotZero);
     }
     Ok(())
@@ -798,8 +818,18 @@ mod tests {
         let next: Event = Event::new(EventType::AGENT_STATUS).caused_by(reply.header());
         assert_eq!(next.header().causation_id(), 8);
         assert_eq!(next.header().correlation_id(), 7);
+        assert_eq!(
+            (root.header().hops(), next.header().hops()),
+            (0, 2),
+            "each link adds a hop"
+        );
         let back = Event::<256>::from_bytes(next.as_bytes()).unwrap();
         assert_eq!(back.header().causation_id(), 8);
+        assert_eq!(
+            back.header().hops(),
+            2,
+            "any hop count is valid on the wire"
+        );
     }
 
     #[test]

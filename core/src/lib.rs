@@ -76,6 +76,8 @@
 //! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay)
 //!   and `BusBuilder::journal`: each shard appends what it drains to its own journal
 //!   before any handler sees it; `Bus::replayer` replays a journal into a bus.
+//! - `async`: [`EventStream`] is also a `futures_core::Stream` (tokio and other
+//!   executors); pulls in `futures-core` only.
 //!
 //! ## Example
 //!
@@ -140,12 +142,14 @@ mod schedule;
 mod shard;
 mod shared;
 mod stats;
+mod stream;
 mod subscription;
 mod sync;
 mod targets;
 /// Public for the `timer_wheel` fuzz target only: no semver promise.
 #[doc(hidden)]
 pub mod timer_wheel;
+mod transform;
 mod type_tag;
 mod wait;
 pub mod window;
@@ -186,10 +190,14 @@ pub use router::Router;
 pub use schedule::{schedule_horizon, ScheduleToken, SCHEDULE_HORIZON_TICKS};
 pub use shard::Shard;
 pub use stats::{BusStats, PublisherStats, ShardStats, SubscriptionStats};
+pub use stream::{
+    EventRef, EventStream, Lagged, StreamError, StreamPolicy, StreamStats, STREAM_FULL,
+};
 pub use subscription::{
     Balance, BoxedHandler, Delivery, Filter, GroupId, Predicate, Subscription, SubscriptionId,
 };
 pub use targets::MAX_SHARDS;
+pub use transform::{EmitError, Emitter, Stage, Transform, TransformStats, DEFAULT_MAX_HOPS};
 pub use wait::WaitStrategy;
 
 /// The README's example, compiled and run as a doctest.

@@ -70,6 +70,11 @@ pub struct Draft {
     pub destination: Option<AgentId>,
     /// The correlation id (0: none).
     pub correlation_id: u64,
+    /// The causation id: the id of the event that caused this one (0: none).
+    pub causation_id: u64,
+    /// The hop count (see [`Header::hops`](crate::Header::hops)); set by
+    /// [`Draft::caused_by`].
+    pub hops: u8,
 }
 
 impl Draft {
@@ -80,6 +85,8 @@ impl Draft {
             priority: Priority::Normal,
             destination: None,
             correlation_id: 0,
+            causation_id: 0,
+            hops: 0,
         }
     }
     /// With priority `p` (as [`Event::with_priority`]).
@@ -95,6 +102,19 @@ impl Draft {
     /// With a correlation id (as [`Event::with_correlation_id`]).
     pub fn with_correlation_id(mut self, id: u64) -> Self {
         self.correlation_id = id;
+        self
+    }
+
+    /// Caused by the event with header `cause` (as [`Event::caused_by`]): causation id =
+    /// the cause's id, correlation id = the cause's correlation id (or its id when it had
+    /// none), hop count = the cause's plus one.
+    pub fn caused_by(mut self, cause: &crate::event::Header) -> Self {
+        self.causation_id = cause.id();
+        self.correlation_id = match cause.correlation_id() {
+            0 => cause.id(),
+            c => c,
+        };
+        self.hops = cause.hops().saturating_add(1);
         self
     }
 
@@ -117,6 +137,9 @@ impl Draft {
         event.set_destination(self.destination);
         if self.correlation_id != 0 {
             event.set_correlation_id(self.correlation_id);
+        }
+        if self.causation_id != 0 || self.hops != 0 {
+            event.set_cause(self.causation_id, self.hops);
         }
         event.set_payload(payload)?;
         Ok(event)
