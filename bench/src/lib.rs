@@ -13,6 +13,8 @@
 //!   slot), the floor `--compare` measures against;
 //! - [`headline`]: saturation, then open-loop latency at a share of it, per implementation;
 //! - [`journal_load`]: `loadgen --journal DIR`, journal on vs. off, read-back rate, disk baseline;
+//! - [`streams_load`]: `loadgen --workload streams`: streams, filters, a transform, a window
+//!   and a recurring schedule at once, every count checked;
 //! - [`plot`]: `--plot FILE.svg`, the percentile distributions on a log percentile axis;
 //! - [`report`]: the end report, as text or JSON;
 //! - [`latency`]: one-way and ping-pong latency beside the disruptor (`cargo bench --bench latency`);
@@ -30,4 +32,5 @@ pub mod journal_load;
 pub mod latency;
 pub mod plot;
 pub mod report;
+pub mod streams_load;
 pub mod workload;

@@ -6,6 +6,7 @@
 //! cargo run --release --bin loadgen -- --mode open --rate 1000000 --pin
 //! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
 //! cargo run --release --bin loadgen -- --journal /tmp/dnj --durability batch
+//! cargo run --release --bin loadgen -- --workload streams
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
@@ -23,7 +24,7 @@ use dreamnet_bus_bench::disruptor_peer::{self, Variant};
 use dreamnet_bus_bench::headline::{self, Line};
 use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus_bench::{baseline, dreamnet, journal_load, plot, report};
+use dreamnet_bus_bench::{baseline, dreamnet, journal_load, plot, report, streams_load};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
 #[global_allocator]
@@ -43,6 +44,13 @@ static ALLOC: CountingAlloc = CountingAlloc;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
+    /// Which workload: agents (the default: the multi-agent routing workload described
+    /// above), or streams (streams, an expression filter, a wildcard, a transform, a
+    /// tumbling window and a recurring schedule at once, every count checked; see
+    /// `streams_load`). streams takes --duration and --wait only.
+    #[arg(long, value_enum, default_value_t = Workload::Agents)]
+    workload: Workload,
+
     /// Seconds to measure (after the warm-up).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -194,6 +202,12 @@ enum DurabilityArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Agents,
+    Streams,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DeadPolicy {
     DropOldest,
     RejectNew,
@@ -213,6 +227,14 @@ enum Wait {
     Park,
 }
 
+fn wait_strategy(wait: Wait) -> WaitStrategy {
+    match wait {
+        Wait::Spin => WaitStrategy::Spin,
+        Wait::Yield => WaitStrategy::Yield,
+        Wait::Park => WaitStrategy::default(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -227,6 +249,14 @@ fn main() -> ExitCode {
 
 /// Runs what `args` asks; `Ok(false)` when a conservation check failed.
 fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
+    if args.workload == Workload::Streams {
+        return streams_load::run(&streams_load::StreamsOptions {
+            duration: Duration::from_secs_f64(args.duration),
+            sensors: 4,
+            stream_capacity: 8192,
+            wait: wait_strategy(args.wait),
+        });
+    }
     let opts = options(args)?;
     let (slot, archived) = dreamnet::slot_for(opts.payload).ok_or_else(|| {
         format!(
@@ -470,11 +500,7 @@ fn options(args: &Args) -> Result<Options, String> {
         producers: args.producers,
         mode,
         payload: args.payload,
-        wait: match args.wait {
-            Wait::Spin => WaitStrategy::Spin,
-            Wait::Yield => WaitStrategy::Yield,
-            Wait::Park => WaitStrategy::default(),
-        },
+        wait: wait_strategy(args.wait),
         progress: !args.json,
         inject: inject(args)?,
         reliability: reliability(args)?,
