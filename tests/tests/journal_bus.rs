@@ -16,22 +16,14 @@ use dreamnet_bus::{
     ReplayTarget, Shard,
 };
 
+mod common;
+use common::drain_all as drain;
+
 fn dir(tag: &str) -> PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("journal-bus-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
 }
 
 /// All ids in a journal directory, in journal order.

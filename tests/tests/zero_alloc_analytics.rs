@@ -3,21 +3,13 @@
 //! source and recording latency histograms, after warm-up, counted by the workspace's
 //! counting global allocator.
 
-use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, Shard};
+use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority};
 
 mod alloc_counter;
 use alloc_counter::allocations_during;
 
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
-}
+mod common;
+use common::drain_all as drain;
 
 #[test]
 fn analytics_recording_allocates_nothing_after_warm_up() {

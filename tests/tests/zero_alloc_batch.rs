@@ -5,10 +5,13 @@
 
 use std::time::Duration;
 
-use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, ManualClock, Outcome, Priority, Shard};
+use dreamnet_bus::{Bus, Draft, Event, EventType, Filter, ManualClock, Outcome, Priority};
 
 mod alloc_counter;
 use alloc_counter::allocations_during;
+
+mod common;
+use common::drain_all as drain;
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Job {
@@ -16,17 +19,6 @@ struct Job {
 }
 
 const BATCH: usize = 32;
-
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
-}
 
 #[test]
 fn batches_and_scheduled_publishes_allocate_nothing_after_warm_up() {

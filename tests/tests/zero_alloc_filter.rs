@@ -3,25 +3,17 @@
 //! matching a type registered after it, and a combined filter reading the payload, after
 //! warm-up, counted by the global counting allocator.
 
-use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, Shard};
+use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority};
 
 mod alloc_counter;
 use alloc_counter::allocations_during;
 
+mod common;
+use common::drain_all as drain;
+
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Job {
     seq: u64,
-}
-
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
 }
 
 #[test]

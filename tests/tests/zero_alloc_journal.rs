@@ -14,6 +14,9 @@ use dreamnet_bus::{Bus, Event, EventType, Filter, Outcome, Priority, Shard};
 mod alloc_counter;
 use alloc_counter::{allocations_during, first_sizes};
 
+mod common;
+use common::drain_all as drain;
+
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct Reading {
     sensor: u32,
@@ -88,17 +91,6 @@ fn append_allocates_nothing_after_warm_up() {
         },
         "bus-batch",
     );
-}
-
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
 }
 
 /// The bus with a journal per shard: publish, journal each drained chunk, route, handle.

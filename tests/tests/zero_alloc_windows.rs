@@ -7,26 +7,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use dreamnet_bus::recurring::{MissedTicks, Recurrence};
 use dreamnet_bus::window::{KeyBy, WindowResult, WindowSpec};
-use dreamnet_bus::{
-    Bus, DeadReason, Event, EventType, Filter, FullPolicy, ManualClock, Outcome, Shard,
-};
+use dreamnet_bus::{Bus, DeadReason, Event, EventType, Filter, FullPolicy, ManualClock, Outcome};
 
 mod alloc_counter;
 use alloc_counter::{allocations_during, first_sizes};
 
 /// The allocator counts every thread: the two tests must not overlap.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+mod common;
+use common::drain_all as drain;
 
-fn drain(shards: &mut [Shard]) -> usize {
-    let mut total = 0;
-    loop {
-        let n: usize = shards.iter_mut().map(|s| s.poll(1024)).sum();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
-}
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn aggregation_allocates_nothing_after_setup() {
