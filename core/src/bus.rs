@@ -260,6 +260,11 @@ impl<const SLOT: usize> Bus<SLOT> {
         self.plane().names.agent_name(agent).map(str::to_owned)
     }
 
+    /// The name of a metadata key (the NATS bridge carries metadata across by name).
+    pub fn meta_key_name(&self, key: MetaKey) -> Option<String> {
+        self.plane().names.meta_key_name(key).map(str::to_owned)
+    }
+
     /// A publisher bound to `agent`: every event it publishes carries `agent` as source.
     /// One per producing thread. Allocates its rings (4 per shard) here, not later.
     ///

@@ -99,12 +99,13 @@ pub(crate) struct Outbound<const SLOT: usize> {
     pub(crate) bus_id: String,
     pub(crate) counters: Arc<Counters>,
     pub(crate) mark_key: MetaKey,
-    /// Metadata keys carried by name.
-    pub(crate) meta: Vec<(MetaKey, String)>,
+    /// Metadata keys kept local (`keep_local_meta`); every other entry goes by name.
+    pub(crate) meta: Vec<MetaKey>,
     pub(crate) inflight: usize,
     pub(crate) drain_timeout: Duration,
     types: HashMap<u16, Arc<str>>,
     agents: HashMap<u32, Arc<str>>,
+    meta_names: HashMap<u16, Arc<str>>,
     permits: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
 }
@@ -120,7 +121,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
         bus_id: String,
         counters: Arc<Counters>,
         mark_key: MetaKey,
-        meta: Vec<(MetaKey, String)>,
+        meta: Vec<MetaKey>,
         inflight: usize,
         drain_timeout: Duration,
     ) -> Self {
@@ -138,6 +139,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
             drain_timeout,
             types: HashMap::new(),
             agents: HashMap::new(),
+            meta_names: HashMap::new(),
             permits: Arc::new(Semaphore::new(inflight)),
             stopping: Arc::new(AtomicBool::new(false)),
         }
@@ -198,6 +200,15 @@ impl<const SLOT: usize> Outbound<SLOT> {
         Some(name)
     }
 
+    fn meta_name(&mut self, key: MetaKey) -> Option<Arc<str>> {
+        if let Some(n) = self.meta_names.get(&key.raw()) {
+            return Some(Arc::clone(n));
+        }
+        let name: Arc<str> = self.bus.meta_key_name(key)?.into();
+        self.meta_names.insert(key.raw(), Arc::clone(&name));
+        Some(name)
+    }
+
     async fn send(&mut self, item: OutItem<SLOT>) {
         let h = *item.event.header();
         let (Some(type_name), Some(source)) = (
@@ -217,16 +228,21 @@ impl<const SLOT: usize> Outbound<SLOT> {
             },
             None => None,
         };
-        let mut meta: Vec<(&str, u64)> = Vec::new();
+        let mut names: Vec<(Arc<str>, u64)> = Vec::new();
         for (key, value) in h.metadata_entries() {
             if key == self.mark_key {
                 continue;
             }
-            match self.meta.iter().find(|(k, _)| *k == key) {
-                Some((_, name)) => meta.push((name.as_str(), value)),
+            if self.meta.contains(&key) {
+                incr(&self.counters.out_meta_kept_local);
+                continue;
+            }
+            match self.meta_name(key) {
+                Some(name) => names.push((name, value)),
                 None => incr(&self.counters.out_meta_kept_local),
             }
         }
+        let meta: Vec<(&str, u64)> = names.iter().map(|(n, v)| (&**n, *v)).collect();
         let mode = self
             .routes
             .get(usize::from(item.route))
@@ -250,6 +266,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
             destination: destination.as_deref(),
             priority: h.priority(),
             correlation: h.correlation_id(),
+            causation: h.causation_id(),
             deadline_in_ns: h.deadline_ns().map(|d| d.saturating_sub(now)),
             meta: &meta,
             msg_id: msg_id.as_deref(),

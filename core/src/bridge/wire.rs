@@ -18,8 +18,10 @@
 //!  Dreamnet-Destination  the destination agent's name (absent: a broadcast)
 //!  Dreamnet-Priority     critical | high | normal | low
 //!  Dreamnet-Correlation  the correlation id (absent: 0)
+//!  Dreamnet-Causation    the causation id: the id of the event that caused this one (absent: 0)
 //!  Dreamnet-Deadline-In  nanoseconds left before the deadline (clocks differ per bus)
-//!  Dreamnet-Meta         one value per metadata entry: "<key name>=<value>"
+//!  Dreamnet-Meta         one value per metadata entry: "<key name>=<value>" (every entry
+//!                        but the bridge's own mark and keys kept local by the builder)
 //!  Nats-Msg-Id           JetStream only: "<bus id>.<event id>", the dedupe key
 //! ```
 //!
@@ -50,6 +52,8 @@ pub const DESTINATION: &str = "Dreamnet-Destination";
 pub const PRIORITY: &str = "Dreamnet-Priority";
 /// Header: the correlation id.
 pub const CORRELATION: &str = "Dreamnet-Correlation";
+/// Header: the causation id (the id, on its origin bus, of the event that caused this one).
+pub const CAUSATION: &str = "Dreamnet-Causation";
 /// Header: nanoseconds left before the deadline.
 pub const DEADLINE_IN: &str = "Dreamnet-Deadline-In";
 /// Header: one `name=value` per metadata entry.
@@ -76,6 +80,8 @@ pub struct Outgoing<'a> {
     pub priority: Priority,
     /// The correlation id.
     pub correlation: u64,
+    /// The causation id.
+    pub causation: u64,
     /// Nanoseconds left before the deadline, if the event has one.
     pub deadline_in_ns: Option<u64>,
     /// Metadata entries by key name.
@@ -98,6 +104,9 @@ pub fn encode(out: &Outgoing<'_>) -> HeaderMap {
     h.insert(PRIORITY, out.priority.name());
     if out.correlation != 0 {
         h.insert(CORRELATION, out.correlation.to_string().as_str());
+    }
+    if out.causation != 0 {
+        h.insert(CAUSATION, out.causation.to_string().as_str());
     }
     if let Some(ns) = out.deadline_in_ns {
         h.insert(DEADLINE_IN, ns.to_string().as_str());
@@ -157,6 +166,8 @@ pub struct Incoming {
     pub priority: Priority,
     /// The correlation id.
     pub correlation: u64,
+    /// The causation id (0: none).
+    pub causation: u64,
     /// Nanoseconds left before the deadline.
     pub deadline_in_ns: Option<u64>,
     /// Metadata by key name.
@@ -222,6 +233,10 @@ pub fn decode(headers: Option<&HeaderMap>) -> Result<Incoming, HeaderError> {
             .map(|c| number(CORRELATION, c))
             .transpose()?
             .unwrap_or(0),
+        causation: text(h, CAUSATION)
+            .map(|c| number(CAUSATION, c))
+            .transpose()?
+            .unwrap_or(0),
         deadline_in_ns: text(h, DEADLINE_IN)
             .map(|d| number(DEADLINE_IN, d))
             .transpose()?,
@@ -250,7 +265,7 @@ mod tests {
             path in proptest::collection::vec("[a-z0-9-]{1,8}", 1..4),
             hops: u8, id: u64, ty in name(), source in name(),
             destination in proptest::option::of(name()),
-            p in 0u8..4, correlation: u64,
+            p in 0u8..4, correlation: u64, causation: u64,
             deadline in proptest::option::of(any::<u64>()),
             meta in proptest::collection::vec((name(), any::<u64>()), 0..3),
         ) {
@@ -259,13 +274,13 @@ mod tests {
             let priority = Priority::from_u8(p).unwrap_or(Priority::Low);
             let headers = encode(&Outgoing {
                 path: &path_text, hops, id, type_name: &ty, source: &source,
-                destination: destination.as_deref(), priority, correlation,
+                destination: destination.as_deref(), priority, correlation, causation,
                 deadline_in_ns: deadline, meta: &meta_refs, msg_id: None,
             });
             let got = decode(Some(&headers)).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got, Incoming {
                 path, hops, id, type_name: ty, source, destination, priority, correlation,
-                deadline_in_ns: deadline, meta,
+                causation, deadline_in_ns: deadline, meta,
             });
         }
     }
