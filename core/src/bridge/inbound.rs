@@ -25,6 +25,7 @@ use crate::publisher::Publisher;
 
 use super::counters::{incr, Counters, DropReason, RejectReason, Rejects, WireReject};
 use super::mark::{Mark, WireMark, MAX_TICKET};
+use super::sources::{SourceMap, SourceRefused};
 use super::wire::{self, Incoming};
 
 /// Bits of a ticket below the consumer index (the index is in the bits above).
@@ -75,6 +76,7 @@ pub(crate) struct Sink<const SLOT: usize> {
     pub(crate) mark: WireMark,
     pub(crate) max_hops: u8,
     pub(crate) max_remote_agents: usize,
+    sources: SourceMap,
     pub(crate) patience: Duration,
     pub(crate) ack_wait: Duration,
     pub(crate) counters: Arc<Counters>,
@@ -107,6 +109,7 @@ impl<const SLOT: usize> Sink<SLOT> {
         mark: WireMark,
         max_hops: u8,
         max_remote_agents: usize,
+        sources: SourceMap,
         patience: Duration,
         ack_wait: Duration,
         counters: Arc<Counters>,
@@ -121,6 +124,7 @@ impl<const SLOT: usize> Sink<SLOT> {
             mark,
             max_hops,
             max_remote_agents,
+            sources,
             patience,
             ack_wait,
             counters,
@@ -193,14 +197,26 @@ impl<const SLOT: usize> Sink<SLOT> {
         // Our own id on the path is an echo or a loop, except work straight from this bus
         // that a queue group or a shared durable consumer handed back to it.
         let ours = inc.path.contains(&self.bus_id);
-        if ours && !(own_ok && inc.path.len() == 1) {
+        let own_work = own_ok && inc.path.len() == 1;
+        if ours && !own_work {
             return Err(Refused::Drop(DropReason::Loop));
         }
         if inc.hops > self.max_hops {
             return Err(Refused::Drop(DropReason::HopLimit));
         }
         let ty = self.event_type(&inc.type_name)?;
-        let source = self.agent(&inc.source)?;
+        // Never a local agent's id for another process's message (see `sources`).
+        let source = self
+            .sources
+            .map(&*self.bus, &inc.source, ours && own_work)
+            .map_err(|e| match e {
+                SourceRefused::Local(name) => {
+                    Refused::Reject(DropReason::LocalSource, RejectReason::LocalSource(name))
+                }
+                SourceRefused::Name(why) => {
+                    Refused::Reject(DropReason::UnknownName, RejectReason::Name(why))
+                }
+            })?;
         let destination = match &inc.destination {
             Some(d) => Some(self.agent(d)?),
             None => None,
@@ -209,6 +225,7 @@ impl<const SLOT: usize> Sink<SLOT> {
         event.set_destination(destination);
         event.set_priority(inc.priority);
         event.set_correlation_id(inc.correlation);
+        event = event.with_causation_id(inc.causation);
         let deadline = inc
             .deadline_in_ns
             .map_or(0, |left| self.bus.now_ns().saturating_add(left).max(1));

@@ -59,6 +59,7 @@ pub mod jetstream;
 mod mark;
 pub mod outbound;
 mod runtime;
+mod sources;
 pub mod subjects;
 pub mod wire;
 
@@ -213,10 +214,11 @@ impl<const SLOT: usize> Bridge<SLOT> {
             key: bus.register_meta_key(MARK_KEY)?,
             bridge: next_bridge_tag(),
         };
-        let meta: Vec<(MetaKey, String)> = cfg
+        // Keys whose entries stay on this bus (`keep_local_meta`).
+        let meta: Vec<MetaKey> = cfg
             .meta_keys
             .iter()
-            .map(|k| Ok((bus.register_meta_key(k)?, k.clone())))
+            .map(|k| Ok(bus.register_meta_key(k)?))
             .collect::<Result<_, BridgeError>>()?;
         let counters = Arc::new(Counters::default());
         let rejects = Arc::new(Rejects::new(cfg.reject_capacity));
@@ -241,8 +243,11 @@ impl<const SLOT: usize> Bridge<SLOT> {
             local_full_patience,
             ack_wait,
             drain_timeout,
+            mut remote_agents,
             ..
         } = cfg;
+        // An export's agent is reached through the wire: declared remote.
+        remote_agents.extend(exports.iter().filter_map(|e| e.agent.clone()));
         // From here on, an error drops `bridge`, which unsubscribes what was subscribed.
         let mut bridge = Bridge {
             bus: Arc::clone(&bus),
@@ -321,6 +326,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
             max_hops,
             inflight,
             max_remote_agents,
+            remote_agents,
             connect_timeout,
             max_reconnect_delay,
             local_full_patience,
