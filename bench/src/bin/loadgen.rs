@@ -5,6 +5,7 @@
 //! cargo run --release --bin loadgen -- --compare --duration 2 --plot latency.svg
 //! cargo run --release --bin loadgen -- --mode open --rate 1000000 --pin
 //! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
+//! cargo run --release --bin loadgen -- --bridge auto --duration 2
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
@@ -21,7 +22,7 @@ use dreamnet_bus_bench::disruptor_peer::{self, Variant};
 use dreamnet_bus_bench::headline::{self, Line};
 use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus_bench::{baseline, dreamnet, plot, report};
+use dreamnet_bus_bench::{baseline, bridge_load, dreamnet, plot, report};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
 #[global_allocator]
@@ -170,6 +171,25 @@ struct Args {
     /// letters.
     #[arg(long, default_value_t = 10.0)]
     idle_timeout: f64,
+
+    /// Runs the load across two OS processes bridged through NATS instead (loadgen starts
+    /// itself again as the receiving process), beside raw async-nats carrying the same
+    /// bytes: throughput (raw, bridged core, bridged JetStream) and open-loop one-way
+    /// latency. `auto` starts a nats-server on 127.0.0.1 (an ephemeral port).
+    #[arg(long, value_name = "nats://127.0.0.1:PORT|auto")]
+    bridge: Option<String>,
+
+    /// --bridge: the open-loop rate of the latency phase, messages per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    bridge_rate: f64,
+
+    /// Internal: run as the receiving process of --bridge, on this server.
+    #[arg(long, hide = true)]
+    bridge_peer: Option<String>,
+
+    /// Internal: the receiving process's namespace.
+    #[arg(long, hide = true, default_value = "loadgen")]
+    bridge_ns: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -207,6 +227,13 @@ fn main() -> ExitCode {
 /// Runs what `args` asks; `Ok(false)` when a conservation check failed.
 fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
     let opts = options(args)?;
+    if let Some(url) = &args.bridge_peer {
+        bridge_load::peer::run(url, &args.bridge_ns, opts.wait)?;
+        return Ok(true);
+    }
+    if let Some(target) = &args.bridge {
+        return run_bridge(args, &opts, target);
+    }
     let (slot, archived) = dreamnet::slot_for(opts.payload).ok_or_else(|| {
         format!(
             "a payload of {} bytes fits no slot (max 1024)",
@@ -269,6 +296,26 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         }
     }
     Ok(runs.iter().all(RunReport::ok))
+}
+
+/// `--bridge`: the load across two processes through NATS (`bridge_load`).
+fn run_bridge(args: &Args, opts: &Options, target: &str) -> Result<bool, Box<dyn Error>> {
+    if !(args.bridge_rate.is_finite() && args.bridge_rate > 0.0) {
+        return Err("--bridge-rate must be > 0".into());
+    }
+    let report = bridge_load::run(&bridge_load::BridgeOptions {
+        url: (target != "auto").then(|| target.to_owned()),
+        duration: opts.duration,
+        warmup: opts.warmup,
+        rate: args.bridge_rate,
+        wait: opts.wait,
+    })?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(true)
 }
 
 /// The run's phases: in auto mode (`load` given) closed loop, then open loop at `load` of
