@@ -196,19 +196,19 @@ impl<const SLOT: usize> Sink<SLOT> {
             .map_err(|e| Refused::Reject(DropReason::BadHeaders, RejectReason::Headers(e)))?;
         // Our own id on the path is an echo or a loop, except work straight from this bus
         // that a queue group or a shared durable consumer handed back to it.
-        let ours = inc.path.contains(&self.bus_id);
-        let own_work = own_ok && inc.path.len() == 1;
+        let ours = inc.path_ids().any(|id| id == self.bus_id);
+        let own_work = own_ok && inc.is_direct();
         if ours && !own_work {
             return Err(Refused::Drop(DropReason::Loop));
         }
         if inc.hops > self.max_hops {
             return Err(Refused::Drop(DropReason::HopLimit));
         }
-        let ty = self.event_type(&inc.type_name)?;
+        let ty = self.event_type(inc.type_name)?;
         // Never a local agent's id for another process's message (see `sources`).
         let source = self
             .sources
-            .map(&*self.bus, &inc.source, ours && own_work)
+            .map(&*self.bus, inc.source, ours && own_work)
             .map_err(|e| match e {
                 SourceRefused::Local(name) => {
                     Refused::Reject(DropReason::LocalSource, RejectReason::LocalSource(name))
@@ -217,7 +217,7 @@ impl<const SLOT: usize> Sink<SLOT> {
                     Refused::Reject(DropReason::UnknownName, RejectReason::Name(why))
                 }
             })?;
-        let destination = match &inc.destination {
+        let destination = match inc.destination {
             Some(d) => Some(self.agent(d)?),
             None => None,
         };
@@ -231,10 +231,10 @@ impl<const SLOT: usize> Sink<SLOT> {
             .map_or(0, |left| self.bus.now_ns().saturating_add(left).max(1));
         event = event.with_deadline_ns(deadline);
         event.clear_metadata();
-        for (name, value) in &inc.meta {
+        for &(name, value) in &inc.meta {
             let key = self.meta_key(name)?;
             event
-                .set_metadata(key, *value)
+                .set_metadata(key, value)
                 .map_err(|_| Refused::Drop(DropReason::MetadataFull))?;
         }
         let ticket = match js_consumer {
@@ -402,15 +402,22 @@ impl<const SLOT: usize> Sink<SLOT> {
             })?;
             self.publishers.insert(source, publisher);
         }
-        let deadline = Instant::now() + self.patience;
+        let mut deadline = None;
         let mut wait = Duration::from_micros(100);
         loop {
             let Some(publisher) = self.publishers.get_mut(&source) else {
                 return Err(DropReason::Closed);
             };
             match publisher.try_publish(event) {
-                Ok(receipt) => return Ok(receipt.shards),
+                Ok(receipt) => {
+                    // Parked workers take it now, not at their next park timeout: this
+                    // publisher runs once per message from the wire, so the workers are
+                    // often idle and parked when it does.
+                    self.bus.wake_workers();
+                    return Ok(receipt.shards);
+                }
                 Err(PublishError::Full(e)) | Err(PublishError::Timeout(e)) => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.patience);
                     if Instant::now() >= deadline {
                         return Err(DropReason::LocalFull);
                     }

@@ -106,6 +106,9 @@ pub(crate) struct Outbound<const SLOT: usize> {
     types: HashMap<u16, Arc<str>>,
     agents: HashMap<u32, Arc<str>>,
     meta_names: HashMap<u16, Arc<str>>,
+    /// Subjects by (JetStream, type, destination): built once, then shared (a subject is
+    /// reference-counted bytes).
+    subjects: HashMap<(bool, u16, Option<u32>), async_nats::Subject>,
     permits: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
 }
@@ -140,6 +143,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
             types: HashMap::new(),
             agents: HashMap::new(),
             meta_names: HashMap::new(),
+            subjects: HashMap::new(),
             permits: Arc::new(Semaphore::new(inflight)),
             stopping: Arc::new(AtomicBool::new(false)),
         }
@@ -249,12 +253,18 @@ impl<const SLOT: usize> Outbound<SLOT> {
             .copied()
             .unwrap_or_default();
         let jetstream = mode == Mode::JetStream;
-        let subject = subjects::subject(
-            &self.namespace,
-            jetstream,
-            &type_name,
-            destination.as_deref(),
-        );
+        let subject = self
+            .subjects
+            .entry((
+                jetstream,
+                h.event_type().raw(),
+                h.destination().map(|a| a.raw()),
+            ))
+            .or_insert_with(|| {
+                subjects::subject(&self.namespace, jetstream, &type_name, destination.as_deref())
+                    .into()
+            })
+            .clone();
         let msg_id = jetstream.then(|| format!("{}.{}", self.bus_id, h.id()));
         let now = self.bus.now_ns();
         let headers = wire::encode(&wire::Outgoing {
@@ -290,7 +300,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
     async fn publish_js(
         &self,
         js: jetstream::Context,
-        subject: String,
+        subject: async_nats::Subject,
         headers: async_nats::HeaderMap,
         body: bytes::Bytes,
     ) {
