@@ -83,7 +83,9 @@ fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
     .expect("subscribe");
 
     let mut raw = RawClient::connect(&url).expect("raw client");
-    let body = Event::<256>::new(EventType::SYSTEM_EVENT).as_bytes().to_vec();
+    let body = Event::<256>::new(EventType::SYSTEM_EVENT)
+        .as_bytes()
+        .to_vec();
     let subject = format!("{ns}.claim.all");
     let (mut claims, mut refused, mut local_sent) = (0u64, 0u64, 0usize);
     let mut refused_names = Vec::new();
@@ -106,7 +108,8 @@ fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
                     ("Dreamnet-Source", NAMES[i]),
                     ("Dreamnet-Priority", "normal"),
                 ];
-                raw.publish(&subject, Some(&headers), &body).expect("publish");
+                raw.publish(&subject, Some(&headers), &body)
+                    .expect("publish");
                 claims += 1;
                 // The model: refused iff the name is owned by this bus and not declared.
                 let local = owner.get(&i).is_some_and(|o| *o == "local");
@@ -182,6 +185,12 @@ fn local_names_are_refused_declared_and_new_names_map() {
     run_case(
         &before,
         &declared,
-        &[Op::Claim(0), Op::Claim(2), Op::Claim(3), Op::Local(3), Op::Claim(3)],
+        &[
+            Op::Claim(0),
+            Op::Claim(2),
+            Op::Claim(3),
+            Op::Local(3),
+            Op::Claim(3),
+        ],
     );
 }

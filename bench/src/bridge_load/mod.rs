@@ -191,9 +191,10 @@ impl BridgeReport {
         let ratio = self
             .throughput_ratio()
             .map_or_else(|| "null".to_owned(), |r| format!("{r:.3}"));
-        let (p50, p99) = self
-            .added_latency_ns()
-            .map_or_else(|| ("null".into(), "null".into()), |(a, b)| (a.to_string(), b.to_string()));
+        let (p50, p99) = self.added_latency_ns().map_or_else(
+            || ("null".into(), "null".into()),
+            |(a, b)| (a.to_string(), b.to_string()),
+        );
         format!(
             "{{\"bridge\":{{\"url\":\"{}\",\"auto\":{},\"rate\":{},\"phases\":[{}],\"throughput_ratio\":{ratio},\"added_p50_ns\":{p50},\"added_p99_ns\":{p99}}}}}",
             self.url,
@@ -214,7 +215,14 @@ struct PeerProcess {
 impl PeerProcess {
     fn spawn(url: &str, namespace: &str, wait: &str) -> Result<PeerProcess, Box<dyn Error>> {
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["--bridge-peer", url, "--bridge-ns", namespace, "--wait", wait])
+            .args([
+                "--bridge-peer",
+                url,
+                "--bridge-ns",
+                namespace,
+                "--wait",
+                wait,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -512,7 +520,11 @@ pub fn run(opts: &BridgeOptions) -> Result<BridgeReport, Box<dyn Error>> {
                 kind: "throughput",
                 sent,
                 received,
-                per_s: if secs > 0.0 { received as f64 / secs } else { 0.0 },
+                per_s: if secs > 0.0 {
+                    received as f64 / secs
+                } else {
+                    0.0
+                },
                 latency_ns,
             });
         }

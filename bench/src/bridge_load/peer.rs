@@ -57,7 +57,10 @@ impl Record {
     }
 
     fn reset(&self) {
-        self.latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset();
         self.last_ns.store(0, Ordering::Release);
         self.count.store(0, Ordering::Release);
     }

@@ -261,8 +261,13 @@ impl<const SLOT: usize> Outbound<SLOT> {
                 h.destination().map(|a| a.raw()),
             ))
             .or_insert_with(|| {
-                subjects::subject(&self.namespace, jetstream, &type_name, destination.as_deref())
-                    .into()
+                subjects::subject(
+                    &self.namespace,
+                    jetstream,
+                    &type_name,
+                    destination.as_deref(),
+                )
+                .into()
             })
             .clone();
         let msg_id = jetstream.then(|| format!("{}.{}", self.bus_id, h.id()));

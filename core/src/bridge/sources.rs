@@ -114,7 +114,10 @@ mod tests {
     impl AgentTable for Table {
         fn lookup(&self, name: &str) -> Option<AgentId> {
             let names = self.0.borrow();
-            names.iter().position(|n| n == name).map(|i| AgentId(i as u32))
+            names
+                .iter()
+                .position(|n| n == name)
+                .map(|i| AgentId(i as u32))
         }
 
         fn register(&self, name: &str) -> Result<AgentId, String> {
