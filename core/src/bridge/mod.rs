@@ -39,7 +39,12 @@
 //!   full outbound queue makes it return `Retry` ([`outbound`]).
 //! - **Inbound**: [`Import`]s subscribe (a group import is a NATS queue group); bytes are
 //!   checked with [`Event::from_bytes`](crate::Event::from_bytes), names mapped to this
-//!   bus's ids, and the event is published as the remote agent's local id (`inbound`).
+//!   bus's ids, and the event is published as the remote agent's local id (`inbound`),
+//!   never as an agent of this bus: a source name this bus registered for itself is
+//!   refused unless declared with [`BridgeBuilder::remote_agent`] (`sources` has the rule).
+//! - **Metadata** crosses by name: the correlation and causation ids and every metadata
+//!   entry travel in headers ([`wire`]); [`BridgeBuilder::keep_local_meta`] keeps a key
+//!   home.
 //! - **Loops are impossible**: every message carries the path of bus ids and a hop count;
 //!   a bus drops a message whose path has it already, and a bridge never sends back out
 //!   what it brought in (the [`WireMark`] says so).
