@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(ring_spsc ring_mpmc timer_wheel dead_letters decode bus_ops journal_reader policy)
+    TARGETS=(ring_spsc ring_mpmc timer_wheel dead_letters decode bus_ops journal_reader policy filter_expr)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then

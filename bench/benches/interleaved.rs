@@ -12,10 +12,16 @@
 //! - `batch`: `try_publish_batch_with` of 64 payloads;
 //! - `d-slot` / `d-u64`: disruptor 4.4, `BusySpin`; the producer writes the whole slot / one `u64`;
 //! - `d-batch`: the minimal disruptor's `batch_publish` of 64;
-//! - `xbeam`: a bounded crossbeam channel of `Box<Slot>`, blocking `send` / `recv`.
+//! - `xbeam`: a bounded crossbeam channel of `Box<Slot>`, blocking `send` / `recv`;
+//! - `with+a` / `batch+a`: `with` / `batch` on a bus with live analytics on
+//!   (`BusBuilder::analytics(true)`): their ratio to `with` / `batch` is its cost;
+//! - `poll` / `poll+a`: one thread, no cross-core traffic: `try_publish_with` 64 events,
+//!   then `Shard::poll` them, analytics off / on. The steadiest view of what analytics
+//!   adds to the shard's work per event (the two-core pipelines swing with the machine).
 //!
 //! `cargo bench -p dreamnet-bus-bench --bench interleaved` (about a minute);
-//! `INTERLEAVED_EVENTS` and `INTERLEAVED_ROUNDS` change the size.
+//! `INTERLEAVED_EVENTS` and `INTERLEAVED_ROUNDS` change the size. `INTERLEAVED_ONLY=poll`
+//! runs only the `poll` / `poll+a` pair (many short rounds: the analytics cost).
 
 mod common;
 
@@ -63,9 +69,12 @@ enum Ours {
     Batch,
 }
 
-fn dreamnet(kind: Ours, n: u64) -> f64 {
+fn dreamnet(kind: Ours, n: u64, analytics: bool) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
-    let bus = common::spinning_bus();
+    let bus = common::spinning_builder()
+        .analytics(analytics)
+        .build()
+        .expect("bus");
     let agent = bus.register_agent("producer").expect("agent");
     let (d, mut count, mut sum) = (Arc::clone(&done), 0u64, 0u64);
     bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |dl| {
@@ -120,6 +129,43 @@ fn dreamnet(kind: Ours, n: u64) -> f64 {
                 seq += tasks.len() as u64;
             }
         }
+    });
+    drop(p);
+    bus.close();
+    rate
+}
+
+/// Publish and poll on one thread (poll mode): M events/s.
+fn dreamnet_polled(n: u64, analytics: bool) -> f64 {
+    let (bus, mut shards) = dreamnet_bus::Bus::builder()
+        .analytics(analytics)
+        .ring_capacity_all(CAPACITY)
+        .build_polled()
+        .expect("bus");
+    let agent = bus.register_agent("producer").expect("agent");
+    let (mut count, mut sum) = (0u64, 0u64);
+    bus.subscribe(Filter::of_type(EventType::AGENT_TASK), move |dl| {
+        sum = sum.wrapping_add(dl.payload::<Task>().map_or(0, |t| t.seq.to_native()));
+        count += 1;
+        std::hint::black_box((count, sum));
+        Outcome::Done
+    })
+    .expect("subscribe");
+    let mut p = bus.publisher(agent).expect("publisher");
+    let draft = Draft::new(EventType::AGENT_TASK);
+    let rate = common::with_pinned(PRODUCER, || {
+        let start = Instant::now();
+        let mut seq = 0;
+        let mut handled = 0u64;
+        while seq < n {
+            for _ in 0..64 {
+                p.try_publish_with(draft, &Task::new(seq)).expect("room");
+                seq += 1;
+            }
+            handled += shards[0].poll(64) as u64;
+        }
+        assert_eq!(handled, seq);
+        n as f64 / start.elapsed().as_secs_f64() / 1e6
     });
     drop(p);
     bus.close();
@@ -196,8 +242,23 @@ fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let n = env_or("INTERLEAVED_EVENTS", if bench { 2_000_000 } else { 20_000 });
     let rounds = env_or("INTERLEAVED_ROUNDS", if bench { 5 } else { 1 }) as usize;
+    if std::env::var("INTERLEAVED_ONLY").is_ok_and(|v| v == "poll") {
+        let pairs: Vec<(f64, f64)> = (0..rounds)
+            .map(|_| (dreamnet_polled(n, false), dreamnet_polled(n, true)))
+            .collect();
+        let ratios: Vec<f64> = pairs.iter().map(|(off, on)| on / off).collect();
+        println!(
+            "{rounds} rounds of {n} events, poll mode: median off {:.2} M/s, on {:.2} M/s, \
+             median same-round ratio on / off {:.3}",
+            median(pairs.iter().map(|p| p.0).collect()),
+            median(pairs.iter().map(|p| p.1).collect()),
+            median(ratios)
+        );
+        return;
+    }
     let names = [
-        "with", "event", "batch", "d-slot", "d-u64", "d-batch", "xbeam",
+        "with", "event", "batch", "d-slot", "d-u64", "d-batch", "xbeam", "with+a", "batch+a",
+        "poll", "poll+a",
     ];
     println!(
         "{n} events per pipeline per round; M events/s, then ratios in the same round\n{}",
@@ -206,13 +267,17 @@ fn main() {
     let mut rows = Vec::new();
     for _ in 0..rounds {
         let r = [
-            dreamnet(Ours::With, n),
-            dreamnet(Ours::Event, n),
-            dreamnet(Ours::Batch, n),
+            dreamnet(Ours::With, n, false),
+            dreamnet(Ours::Event, n, false),
+            dreamnet(Ours::Batch, n, false),
             disruptor(Disruptor::Slot, n),
             disruptor(Disruptor::U64, n),
             disruptor(Disruptor::Batch, n),
             crossbeam(n),
+            dreamnet(Ours::With, n, true),
+            dreamnet(Ours::Batch, n, true),
+            dreamnet_polled(n, false),
+            dreamnet_polled(n, true),
         ];
         println!("{}", r.map(|x| format!("{x:8.1}")).join(""));
         rows.push(r);
@@ -230,5 +295,11 @@ fn main() {
         ratio(2, 5),
         ratio(0, 6),
         ratio(1, 6)
+    );
+    println!(
+        "  analytics on / off: with+a / with {:.2}   batch+a / batch {:.2}   poll+a / poll {:.2}",
+        ratio(7, 0),
+        ratio(8, 2),
+        ratio(10, 9)
     );
 }

@@ -5,8 +5,9 @@
 //! - `acl`: an access-control policy: default deny, the agent allowed its type and
 //!   destination, a payload limit (reads only, no shared state is written);
 //! - `full`: the same plus an agent rate limit, a per-type rate limit (both far above
-//!   the offered rate, so each publish takes a token from two buckets) and a quota: three
-//!   atomic read-modify-writes on state shared by every publisher of the agent.
+//!   the offered rate, so each publish spends a token of two buckets) and a quota: state
+//!   shared by every publisher of the agent, which a publisher leases a few units of at
+//!   a time (`core/src/policy/lease.rs`), so most publishes write no shared word.
 //!
 //! The `off` row runs again at the end to show the drift of the machine within the run.
 //!

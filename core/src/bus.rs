@@ -28,6 +28,7 @@ use crate::subscription::{Balance, Delivery, GroupId, Subscription, Subscription
 use crate::targets::{Footprint, TargetCounts};
 use crate::wait::Waiter;
 
+mod analytics;
 mod paced;
 mod shield;
 pub(crate) use paced::Pacer;
@@ -45,6 +46,8 @@ pub(crate) struct Plane {
     publishers: Vec<Arc<PublisherCounters>>,
     next_subscription: u64,
     next_shard: usize,
+    /// Live wildcard type sets, told of each type registered (`filter/wildcard.rs`).
+    wildcards: crate::filter::wildcard::Wildcards,
 }
 
 struct SubRecord {
@@ -73,6 +76,8 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     worker_wakers: Vec<std::thread::Thread>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
+    /// Each shard's analytics tables; empty unless built with `analytics(true)`.
+    analytics: Vec<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Bus<SLOT> {
@@ -112,6 +117,10 @@ impl<const SLOT: usize> Bus<SLOT> {
         let (mailboxes, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| Mailbox::new()).unzip();
         let shard_counters: Vec<SharedCounters> = (0..n).map(|_| Arc::default()).collect();
         let shard_progress: Vec<Arc<ShardProgress>> = (0..n).map(|_| Arc::default()).collect();
+        let analytics: Vec<Arc<crate::analytics::ShardAnalytics>> = (0..n)
+            .filter(|_| config.analytics)
+            .map(|_| Arc::default())
+            .collect();
         let names = Names::new();
         let oom = |what| move |_| BusError::OutOfMemory { what };
         let dead_letters = Arc::new(
@@ -157,7 +166,8 @@ impl<const SLOT: usize> Bus<SLOT> {
                     c.starvation_guard,
                     retries,
                     Arc::clone(&redrives[i]),
-                ))
+                )
+                .with_analytics(analytics.get(i).cloned()))
             })
             .collect::<Result<_, BusError>>()?;
         let mut bus = Bus {
@@ -172,6 +182,7 @@ impl<const SLOT: usize> Bus<SLOT> {
             worker_threads: Vec::new(),
             worker_wakers: Vec::new(),
             alert_publisher: Mutex::new(None),
+            analytics,
         };
         match bus.shared.config.mode {
             RunMode::Poll => Ok((bus, shards)),
@@ -236,7 +247,21 @@ impl<const SLOT: usize> Bus<SLOT> {
         let mut plane = self.plane();
         let ty = plane.names.intern_event_type(name)?;
         self.shared.set_type_count(plane.names.event_type_count());
+        plane.wildcards.registered(ty, name);
         Ok(ty)
+    }
+
+    /// Runs `f` with the names and wildcard sets, under the control-plane lock (filters
+    /// resolve their names here, once, when they are made).
+    pub(crate) fn with_filter_registry<R>(
+        &self,
+        f: impl FnOnce(&mut crate::filter::expr::Registry<'_>) -> R,
+    ) -> R {
+        let mut plane = self.plane();
+        let Plane {
+            names, wildcards, ..
+        } = &mut *plane;
+        f(&mut crate::filter::expr::Registry { names, wildcards })
     }
 
     /// Interns a metadata key (idempotent).

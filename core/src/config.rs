@@ -65,6 +65,8 @@ pub struct Config {
     /// The most bytes the bus's preallocated structures may take: checked when the bus is
     /// built and when a publisher is created (see [`MemoryFootprint`]).
     pub memory_budget: usize,
+    /// Whether shards record live analytics ([`crate::Bus::analytics`]).
+    pub analytics: bool,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             dead_letter_unroutable: false,
             seed: 0x5eed,
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            analytics: false,
         }
     }
 }
@@ -225,6 +228,15 @@ impl<const SLOT: usize> BusBuilder<SLOT> {
     /// The memory the configuration as it stands implies (see [`MemoryFootprint`]).
     pub fn memory_footprint(&self) -> MemoryFootprint {
         MemoryFootprint::of::<SLOT>(&self.config)
+    }
+
+    /// Live analytics (default off): each shard counts events per type and per source and
+    /// records publish -> dispatch latency per priority, read with [`crate::Bus::analytics`].
+    /// Costs about 0.6 MiB of tables per shard (counted in the memory budget); off, the
+    /// hot path pays one predictable branch per chunk of events.
+    pub fn analytics(mut self, on: bool) -> Self {
+        self.config.analytics = on;
+        self
     }
 
     /// Seed for retry jitter.

@@ -28,12 +28,14 @@
 //!    | 4. the rings: critical first, starvation guard, chunks
 //!    v
 //!  Router: direct / broadcast / filtered / load-balanced groups         router.rs, subscription.rs
+//!    | advanced filters: and/or/not, wildcards, expressions (compiled)  filter/
 //!    -> handler(&Delivery) -> Outcome (the envelope on request)         outcome.rs, envelope.rs
 //!    |  Done | Retry: backoff on the timer wheel | Fail, exhausted,     backoff.rs, retry.rs
 //!    |       |                                    | panicked, expired:
 //!    |       |                                    | dead letters        dead_letters.rs
 //!    v
 //!  stats: snapshots per bus, shard, publisher, subscription            stats.rs
+//!  analytics (opt-in): per type / source counts, latency per priority  analytics/
 //!  time: the bus clock (TSC), read lazily by shards                     clock.rs
 //!  waiting: spin / yield / park, chosen once                            wait.rs
 //! ```
@@ -62,6 +64,10 @@
 //!
 //! ## Features
 //!
+//! - `metrics`: [`analytics::MetricsExporter`], live analytics through the `metrics`
+//!   facade (0.24), for any exporter (Prometheus, StatsD, ...).
+//! - `journal`: the on-disk journal, and [`analytics::JournalAnalyzer`] over it.
+//! - `cli`: the `dreamnet` binary (journal tools, `report`).
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
@@ -94,6 +100,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Modules in the order data flows through them (see the picture above).
+pub mod analytics;
 mod backoff;
 mod barrier;
 #[cfg(feature = "nats")]
@@ -108,6 +115,7 @@ pub mod dead_letters;
 mod envelope;
 mod error;
 mod event;
+mod filter;
 mod intake;
 #[cfg(feature = "journal")]
 pub mod journal;
@@ -147,6 +155,10 @@ pub use error::{
 pub use event::{
     Event, Header, SizeCounter, WritePayload, DEFAULT_SLOT, HEADER_SIZE, META_ENTRIES, SCRATCH_SIZE,
 };
+/// Public for the `filter_expr` fuzz target and the tests only: no semver promise.
+#[doc(hidden)]
+pub use filter::Expression;
+pub use filter::{Cmp, FilterError};
 pub use memory::{
     MemoryFootprint, DEFAULT_MEMORY_BUDGET, MAX_DEAD_LETTER_CAPACITY, MAX_RING_CAPACITY,
 };

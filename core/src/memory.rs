@@ -16,6 +16,7 @@
 //! | dead-letter ring | `dead_letter_capacity x size_of::<DeadLetter<SLOT>>()` |
 //! | redrive queues | `S x dead_letter_capacity x (queue slot of a Redrive)` |
 //! | schedule table | a hash map of `timer_capacity` `(u64, u32)` entries |
+//! | analytics (if on) | `S x` (a counter per type and per agent + 4 latency histograms) |
 //!
 //! Small fixed allocations (control channels, counters, names) are not counted: they do
 //! not grow with any setting. All arithmetic saturates, so an absurd setting computes as
@@ -76,7 +77,12 @@ impl MemoryFootprint {
             .saturating_mul(wheel)
             .saturating_add(dead_letters)
             .saturating_add(redrives)
-            .saturating_add(hash_map_bytes(config.timer_capacity, 12));
+            .saturating_add(hash_map_bytes(config.timer_capacity, 12))
+            .saturating_add(if config.analytics {
+                shards.saturating_mul(crate::analytics::ShardAnalytics::bytes())
+            } else {
+                0
+            });
         MemoryFootprint {
             fixed,
             per_publisher,

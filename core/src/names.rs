@@ -195,6 +195,18 @@ impl Names {
         self.types.get(name).map(|id| EventType(id as u16))
     }
 
+    /// The metadata key interned under `name`, if any.
+    pub(crate) fn meta_key(&self, name: &str) -> Option<MetaKey> {
+        self.meta_keys.get(name).map(|id| MetaKey(id as u16))
+    }
+
+    /// Every event type with its name, in id order (for wildcard filters).
+    pub(crate) fn event_types(&self) -> impl Iterator<Item = (EventType, &str)> {
+        (0u16..)
+            .zip(self.types.names.iter().map(String::as_str))
+            .map(|(i, n)| (EventType(i), n))
+    }
+
     /// The name of an agent id.
     pub(crate) fn agent_name(&self, id: AgentId) -> Option<&str> {
         self.agents.name(id.0)

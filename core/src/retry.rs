@@ -48,6 +48,20 @@ pub(crate) enum Timed<const SLOT: usize> {
     },
     /// A scheduled event, to dispatch to every matching subscription when due.
     Scheduled { event: Event<SLOT> },
+    /// A paced redrive's next tick (`bus/paced.rs`).
+    Pace {
+        pacer: std::sync::Arc<crate::bus::Pacer<SLOT>>,
+    },
+}
+
+impl<const SLOT: usize> Timed<SLOT> {
+    /// The event the entry carries (a pacer's tick carries none).
+    fn into_event(self) -> Option<Event<SLOT>> {
+        match self {
+            Timed::Retry { event, .. } | Timed::Scheduled { event } => Some(event),
+            Timed::Pace { .. } => None,
+        }
+    }
 }
 
 /// The retry and dead-letter state a shard owns.
@@ -55,6 +69,8 @@ pub(crate) struct Retries<const SLOT: usize> {
     pub(crate) wheel: TimerWheel<Timed<SLOT>>,
     /// Wheel entries fired this poll, processed after the wheel is released.
     pub(crate) fired: Vec<Timed<SLOT>>,
+    /// How many wheel entries are paced redrives' ticks.
+    paces: usize,
     tick_ns: u64,
     rng: fastrand::Rng,
     pub(crate) dead_letters: Arc<DeadLetters<SLOT>>,
@@ -79,6 +95,7 @@ impl<const SLOT: usize> Retries<SLOT> {
         Ok(Retries {
             wheel: TimerWheel::try_new(capacity, now_ns / tick_ns)?,
             fired: Vec::with_capacity(MAX_FIRED_PER_POLL),
+            paces: 0,
             tick_ns,
             rng: fastrand::Rng::with_seed(
                 seed ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -98,9 +115,19 @@ impl<const SLOT: usize> Retries<SLOT> {
     /// Moves the wheel to `now_ns` and collects up to `MAX_FIRED_PER_POLL` due entries
     /// into `fired`.
     pub(crate) fn collect_due(&mut self, now_ns: u64) {
-        let Retries { wheel, fired, .. } = self;
+        let Retries {
+            wheel,
+            fired,
+            paces,
+            ..
+        } = self;
         let room = fired.capacity() - fired.len();
-        wheel.advance_bounded(now_ns / self.tick_ns, room, |_, _, entry| fired.push(entry));
+        wheel.advance_bounded(now_ns / self.tick_ns, room, |_, _, entry| {
+            if matches!(entry, Timed::Pace { .. }) {
+                *paces -= 1;
+            }
+            fired.push(entry);
+        });
         self.note_pending();
     }
 
@@ -118,7 +145,43 @@ impl<const SLOT: usize> Retries<SLOT> {
     /// the event that caused it as dispatched, so `Bus::wait_idle` never sees an event
     /// dispatched and its retry not yet pending.
     pub(crate) fn note_pending(&self) {
-        self.counters.timers_pending.set(self.wheel.len() as u64);
+        // Paced redrives are not work the bus owes anyone: `wait_idle` does not wait
+        // for them (one can tick until it is cancelled).
+        let pending = self.wheel.len() - self.paces;
+        self.counters.timers_pending.set(pending as u64);
+    }
+
+    /// Waits `pacer` on the wheel until its next tick at `due_ns`. `Err` gives it back
+    /// when the wheel is full.
+    pub(crate) fn pace(
+        &mut self,
+        pacer: std::sync::Arc<crate::bus::Pacer<SLOT>>,
+        due_ns: u64,
+        now_ns: u64,
+    ) -> Result<(), std::sync::Arc<crate::bus::Pacer<SLOT>>> {
+        self.catch_up(now_ns);
+        let tick = self.due_tick(due_ns);
+        match self.wheel.insert(tick, Timed::Pace { pacer }) {
+            Ok(_) => {
+                self.paces += 1;
+                Ok(())
+            }
+            // `insert` hands back the entry it was given: a pacer's tick.
+            Err(e) => match e.into_inner() {
+                Timed::Pace { pacer } => Err(pacer),
+                Timed::Scheduled { .. } | Timed::Retry { .. } => Ok(()),
+            },
+        }
+    }
+
+    /// Takes every entry off the wheel, due or not (the end of a close's drain).
+    pub(crate) fn take_all(&mut self) -> Vec<Timed<SLOT>> {
+        // Closing is not the hot path: a temporary buffer is fine here.
+        let mut left = Vec::with_capacity(self.wheel.len());
+        self.wheel.advance(u64::MAX, |_, _, entry| left.push(entry));
+        self.paces = 0;
+        self.note_pending();
+        left
     }
 
     /// Waits `event` on the wheel until `at_ns` as a scheduled event. `Err` gives it back
@@ -131,13 +194,11 @@ impl<const SLOT: usize> Retries<SLOT> {
     ) -> Result<(), Event<SLOT>> {
         self.catch_up(now_ns);
         let tick = self.due_tick(at_ns);
-        let inserted = self
-            .wheel
-            .insert(tick, Timed::Scheduled { event })
-            .map(|_| ())
-            .map_err(|e| match e.into_inner() {
-                Timed::Scheduled { event } | Timed::Retry { event, .. } => event,
-            });
+        // `insert` hands back the entry it was given, so the `None` arm never runs.
+        let inserted = match self.wheel.insert(tick, Timed::Scheduled { event }) {
+            Ok(_) => Ok(()),
+            Err(e) => e.into_inner().into_event().map_or(Ok(()), Err),
+        };
         self.note_pending();
         inserted
     }

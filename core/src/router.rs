@@ -389,9 +389,9 @@ impl<const SLOT: usize> Router<SLOT> {
                 return;
             };
             let passes = if type_known {
-                route.types_only || route.filter.matches_besides_type(h)
+                route.types_only || route.filter.matches_besides_type(event)
             } else {
-                route.filter.matches(h)
+                route.filter.matches(event)
             };
             if !passes {
                 return;

@@ -17,8 +17,9 @@
 //! may have been published after a message now waiting: so a subscription applies before
 //! any event published after `subscribe` returned.
 //!
-//! Each poll, in order: control messages; due timer-wheel entries (retries and scheduled
-//! events, at most `MAX_FIRED_PER_POLL`) when the wheel is not empty; redriven dead
+//! Each poll, in order: control messages; due timer-wheel entries (retries, scheduled
+//! events and paced redrives' ticks, at most `MAX_FIRED_PER_POLL`) when the wheel is not
+//! empty; redriven dead
 //! letters when the queue is not empty; then the rings. The wheel is advanced by this
 //! shard's clock: no thread of its own. The clock is read only when something needs the
 //! time (a deadline, a retry, a scheduled event, a handler asking).
@@ -119,8 +120,8 @@ pub struct Shard<const SLOT: usize = DEFAULT_SLOT> {
     control_pending: bool,
     retries: Retries<SLOT>,
     redrives: Arc<RedriveQueue<SLOT>>,
-    /// Paced redrives and when each is next due (ns); empty unless one runs.
-    pacers: Vec<(u64, Arc<crate::bus::Pacer<SLOT>>)>,
+    /// Live analytics tables (`BusBuilder::analytics`); `None`: one branch per chunk.
+    analytics: Option<Arc<crate::analytics::ShardAnalytics>>,
 }
 
 impl<const SLOT: usize> core::fmt::Debug for Shard<SLOT> {
@@ -166,8 +167,17 @@ impl<const SLOT: usize> Shard<SLOT> {
             control_pending: false,
             retries,
             redrives,
-            pacers: Vec::new(),
+            analytics: None,
         }
+    }
+
+    /// Records live analytics into `tables` (see `analytics/recorder.rs`).
+    pub(crate) fn with_analytics(
+        mut self,
+        tables: Option<Arc<crate::analytics::ShardAnalytics>>,
+    ) -> Self {
+        self.analytics = tables;
+        self
     }
 
     /// This shard's index on its bus.
@@ -190,9 +200,6 @@ impl<const SLOT: usize> Shard<SLOT> {
         let mut done = 0;
         if !self.retries.wheel.is_empty() {
             done += self.run_timers(self.clock.now_ns());
-        }
-        if !self.pacers.is_empty() {
-            self.run_pacers(self.clock.now_ns());
         }
         if !self.redrives.is_empty() {
             done += self.run_redrives(self.clock.now_ns(), max.saturating_sub(done));
@@ -249,7 +256,8 @@ impl<const SLOT: usize> Shard<SLOT> {
         self.waiting_levels() == 0 && self.redrives.is_empty()
     }
 
-    /// Retries and scheduled events waiting on this shard's timer wheel.
+    /// Entries waiting on this shard's timer wheel: retries, scheduled events and paced
+    /// redrives' next ticks.
     pub fn pending_timers(&self) -> usize {
         self.retries.wheel.len()
     }
@@ -336,6 +344,7 @@ impl<const SLOT: usize> Shard<SLOT> {
             inbox,
             control_pending,
             clock,
+            analytics,
             ..
         } = self;
         let now = LazyNow::new(clock);
@@ -361,6 +370,9 @@ impl<const SLOT: usize> Shard<SLOT> {
                 break;
             }
             let (first, second) = chunk.as_slices();
+            if let Some(a) = analytics {
+                a.record_chunk(priority, first, second, &now);
+            }
             for event in first.iter().chain(second) {
                 if event.header().is_scheduled()
                     && !take_scheduled(retries, counters, event, now.get())
@@ -407,6 +419,15 @@ impl<const SLOT: usize> Shard<SLOT> {
                         counters.scheduled_cancelled.incr();
                     }
                 }
+                Timed::Pace { pacer } => {
+                    // A paced redrive's tick (`bus/paced.rs`): it moves what its bucket
+                    // allows and says when it is due again.
+                    if let Some(next) = pacer.tick(now) {
+                        if let Err(pacer) = retries.pace(pacer, next, now) {
+                            pacer.end(crate::bus::PaceEnd::WheelFull);
+                        }
+                    }
+                }
                 Timed::Retry {
                     event,
                     subscription,
@@ -446,24 +467,6 @@ impl<const SLOT: usize> Shard<SLOT> {
         }
         self.retries.fired = fired;
         n
-    }
-
-    /// Runs the paced redrives that are due: each moves letters into the redrive queues
-    /// (delivered by this and the other shards' `run_redrives`) and says when it is due
-    /// again. Ended ones leave the list.
-    fn run_pacers(&mut self, now: u64) {
-        self.pacers.retain_mut(|(due, pacer)| {
-            if *due > now {
-                return true;
-            }
-            match pacer.tick(now) {
-                Some(next) => {
-                    *due = next;
-                    true
-                }
-                None => false,
-            }
-        });
     }
 
     /// Delivers redriven dead letters (at most `max`).
@@ -532,15 +535,14 @@ impl<const SLOT: usize> Shard<SLOT> {
             ..
         } = self;
         let counters = &**counters;
-        // Closing is not the hot path: a temporary buffer is fine here.
-        let mut left = Vec::with_capacity(retries.wheel.len());
-        retries
-            .wheel
-            .advance(u64::MAX, |_, _, entry| left.push(entry));
-        retries.note_pending();
+        let left = retries.take_all();
         let n = left.len();
         for entry in left {
             let (event, subscription, attempts, first, last_error) = match entry {
+                Timed::Pace { pacer } => {
+                    pacer.end(crate::bus::PaceEnd::Closed);
+                    continue;
+                }
                 Timed::Scheduled { event } => {
                     if !retries.schedule.cancel(event.header().id()) {
                         counters.scheduled_cancelled.incr();
@@ -632,16 +634,18 @@ impl<const SLOT: usize> Shard<SLOT> {
                 let _ = self.router.unsubscribe(id);
             }
             Control::Stop => {
+                // Paced redrives on the wheel end at their next tick (the bus is
+                // closed) or when the wheel is flushed at the end of the drain.
                 self.stop_requested = true;
-                for (_, pacer) in self.pacers.drain(..) {
-                    pacer.end(crate::bus::PaceEnd::Closed);
-                }
             }
             Control::Pace(pacer) => {
                 if self.stop_requested {
                     pacer.end(crate::bus::PaceEnd::Closed);
                 } else {
-                    self.pacers.push((0, pacer));
+                    let now = self.clock.now_ns();
+                    if let Err(pacer) = self.retries.pace(pacer, now, now) {
+                        pacer.end(crate::bus::PaceEnd::WheelFull);
+                    }
                 }
             }
         }

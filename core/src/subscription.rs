@@ -61,6 +61,9 @@ pub struct Filter {
     /// Bit `p` set: priority `p` passes. Zero: every priority.
     pub(crate) priorities: u8,
     pub(crate) predicate: Option<Predicate>,
+    /// Compiled criteria from combinators, expressions and wildcards (`filter/`). Boxed:
+    /// routes hold their filter inline, and plain filters should stay small.
+    pub(crate) cond: Option<Box<crate::filter::Cond>>,
 }
 
 impl core::fmt::Debug for Filter {
@@ -71,6 +74,7 @@ impl core::fmt::Debug for Filter {
             .field("destination", &self.destination)
             .field("priorities", &self.priorities)
             .field("predicate", &self.predicate.is_some())
+            .field("cond", &self.cond)
             .finish()
     }
 }
@@ -128,27 +132,39 @@ impl Filter {
         self
     }
 
-    /// Whether an event with this header passes (routing by destination is the router's).
-    pub fn matches(&self, h: &Header) -> bool {
+    /// Whether `event` passes (routing by destination is the router's). It takes the
+    /// event, not the header, because payload criteria (`Filter::payload`) read it.
+    pub fn matches<const SLOT: usize>(&self, event: &Event<SLOT>) -> bool {
+        let h = event.header();
         (self.types.is_empty() || self.types.contains(&h.event_type()))
-            && self.matches_besides_type(h)
+            && self.matches_besides_type(event)
     }
 
     /// Every criterion but the type: for routes found through the router's per-type index,
     /// where the type is known to match.
     #[inline]
-    pub(crate) fn matches_besides_type(&self, h: &Header) -> bool {
+    pub(crate) fn matches_besides_type<const SLOT: usize>(&self, event: &Event<SLOT>) -> bool {
+        let h = event.header();
         self.source.is_none_or(|s| s == h.source())
             && (self.priorities == 0 || self.priorities & (1 << h.priority().index()) != 0)
             && self.predicate.as_ref().is_none_or(|p| p(h))
+            && self
+                .cond
+                .as_ref()
+                .is_none_or(|c| c.eval(h, event.payload_bytes()))
     }
 
     /// Whether the filter says nothing but which types pass.
     pub(crate) fn is_types_only(&self) -> bool {
-        self.source.is_none() && self.priorities == 0 && self.predicate.is_none()
+        self.source.is_none()
+            && self.priorities == 0
+            && self.predicate.is_none()
+            && self.cond.is_none()
     }
 
-    /// The types this filter names (empty: all).
+    /// The types the router indexes this filter under (empty: every type). For the plain
+    /// criteria these are exactly the types that pass; for a combined, parsed or wildcard
+    /// filter a superset (its compiled program decides).
     pub fn types(&self) -> &[EventType] {
         &self.types
     }
@@ -302,7 +318,7 @@ mod tests {
                 && src.is_none_or(|s| s == ev_src)
                 && (prios.is_empty() || prios.contains(&ev_prio))
                 && threshold.is_none_or(|t| u64::from(ev_src) >= t);
-            prop_assert_eq!(f.matches(e.header()), model);
+            prop_assert_eq!(f.matches(&e), model);
         }
     }
 }

@@ -422,3 +422,143 @@ fn verify_finds_damage_and_repair_fixes_it() {
     assert_eq!(seqs.len(), 39);
     assert!(!seqs.contains(&4));
 }
+
+#[test]
+fn stats_gives_reaction_latency_by_type_and_the_top_sources() {
+    let tmp = TempDir::new("stats-latency");
+    let s = write_sample(&tmp.0);
+    let o = dreamnet(&["stats", "--json"], &tmp.0);
+    assert_eq!(o.status.code(), Some(0));
+    // Piped stderr: no progress bar, nothing at all.
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json = stdout(&o);
+    // The conversation: a response and a status caused by the task, an error caused by
+    // the response; each is one reaction of its type.
+    for ty in ["agent.response", "agent.status", "agent.error"] {
+        let field = format!("{{\"type\":\"{ty}\",\"type_id\":");
+        let at = json
+            .split("\"reaction_latency_by_type\":")
+            .nth(1)
+            .and_then(|rest| rest.find(&field).map(|i| &rest[i..]))
+            .unwrap_or_else(|| panic!("{ty} missing in {json}"));
+        assert!(at.contains("\"reactions\":1,"), "{at}");
+    }
+    assert!(json.contains("\"causes_unmatched\":0"), "{json}");
+    let text = ok(&["stats", "--top", "1"], &tmp.0);
+    assert!(
+        text.contains(&format!("by source:\n  {:<20} 32\n  (1 more)", s.b)),
+        "{text}"
+    );
+    assert!(text.contains("reaction latency by type"), "{text}");
+    assert!(text.contains("  agent.error          n=1 "), "{text}");
+}
+
+fn report(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dreamnet"))
+        .arg("report")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dreamnet report")
+}
+
+#[test]
+fn report_writes_an_svg_of_rate_latency_and_type_mix() {
+    let tmp = TempDir::new("report");
+    write_sample(&tmp.0);
+    let svg = tmp.0.join("report.svg");
+    let o = report(
+        &["--out", svg.to_str().expect("utf-8 path"), "--json"],
+        &tmp.0,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stderr.is_empty(), "--json shows no progress bar");
+    let json = stdout(&o);
+    assert!(json.starts_with("{\"ok\":true,\"svg\":"), "{json}");
+    assert!(json.contains("\"records\":54,"), "{json}");
+    assert!(json.contains("\"types\":5,"), "{json}");
+    assert!(json.contains("\"reactions\":3"), "{json}");
+    let picture = std::fs::read_to_string(&svg).expect("the svg was written");
+    assert!(
+        picture.starts_with("<svg"),
+        "{}",
+        &picture[..80.min(picture.len())]
+    );
+    for text in [
+        "events per second",
+        "reaction latency",
+        "type mix",
+        "system.health",
+        "agent.task",
+    ] {
+        assert!(picture.contains(text), "{text} missing in the svg");
+    }
+    // Text mode says where it wrote.
+    let o = report(&["--out", svg.to_str().expect("utf-8 path")], &tmp.0);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with(&format!("wrote {}: 54 records", svg.display())));
+}
+
+#[test]
+fn report_with_nothing_selected_is_a_typed_error() {
+    let tmp = TempDir::new("report-empty");
+    write_sample(&tmp.0);
+    let svg = tmp.0.join("none.svg");
+    let o = report(
+        &[
+            "--out",
+            svg.to_str().expect("utf-8 path"),
+            "--type",
+            "agent.capability",
+            "--json",
+        ],
+        &tmp.0,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).contains("\"ok\":false"), "{}", stdout(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no records to plot"));
+    assert!(!svg.exists());
+}
+
+/// The progress bar is drawn on a terminal (a pseudo-terminal from `script`, where the
+/// machine has it) and never with `--json`.
+#[test]
+fn the_progress_bar_shows_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to give the binary a terminal");
+        return;
+    }
+    let tmp = TempDir::new("progress");
+    write_sample(&tmp.0);
+    let run = |extra: &str| {
+        let cmd = format!(
+            "{} journal stats {} {extra} >/dev/null",
+            env!("CARGO_BIN_EXE_dreamnet"),
+            tmp.0.display()
+        );
+        let o = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let shown = run("");
+    assert!(
+        shown.contains("/54 records"),
+        "no bar on the terminal: {shown:?}"
+    );
+    let json = run("--json");
+    assert!(!json.contains("records,"), "a bar with --json: {json:?}");
+}

@@ -248,3 +248,34 @@ fn a_worker_shard_paces_in_real_time() {
     assert!(bus.wait_idle(Duration::from_secs(10)));
     assert_eq!(delivered.load(Ordering::Relaxed), 20);
 }
+
+/// A paced redrive's ticks wait on shard 0's timer wheel beside scheduled events and
+/// retries: with no room left there it ends with a reason, never silently.
+#[test]
+fn a_full_timer_wheel_ends_a_paced_redrive_with_a_reason() {
+    let clock = ManualClock::new();
+    clock.set_ns(1_000_000_000);
+    let (bus, mut shards) = Bus::builder()
+        .timer_capacity(1)
+        .manual_clock(clock.clone())
+        .build_polled()
+        .unwrap();
+    let agent = bus.register_agent("producer").unwrap();
+    bus.subscribe(Filter::of_type(EventType::AGENT_TASK), |_| Outcome::fail(7))
+        .unwrap();
+    let mut p = bus.publisher(agent).unwrap();
+    p.try_publish(Event::new(EventType::AGENT_TASK)).unwrap();
+    shards[0].drain();
+    assert_eq!(bus.dead_letters().len(), 1);
+    // The wheel's one place: an event scheduled an hour from now.
+    p.try_publish_after(Event::new(EventType::AGENT_TASK), Duration::from_secs(3600))
+        .unwrap();
+    shards[0].poll(16);
+    assert_eq!(shards[0].pending_timers(), 1);
+    let job = bus
+        .redrive_paced(10, Rate::new(1, 1).unwrap(), None, |_| true)
+        .unwrap();
+    shards[0].poll(16);
+    assert_eq!(job.ended(), Some(PaceEnd::WheelFull));
+    assert_eq!((job.sent(), bus.dead_letters().len()), (0, 1));
+}

@@ -279,10 +279,13 @@ pub fn pin_current(i: usize) -> bool {
 /// spinning when idle (`WaitStrategy::Spin`, as the disruptor's `BusySpin`), rings of
 /// [`CAPACITY`].
 pub fn spinning_bus() -> dreamnet_bus::Bus {
+    spinning_builder().build().expect("bus")
+}
+
+/// The builder of [`spinning_bus`], for a variant (e.g. with analytics on).
+pub fn spinning_builder() -> dreamnet_bus::BusBuilder {
     dreamnet_bus::Bus::builder()
         .pinned(true)
         .wait_strategy(dreamnet_bus::WaitStrategy::Spin)
         .ring_capacity_all(CAPACITY)
-        .build()
-        .expect("bus")
 }

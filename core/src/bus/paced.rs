@@ -1,11 +1,12 @@
 //! Rate-limited redrive: dead letters sent back at a fixed pace instead of all at once
 //! (what SQS calls redrive velocity), so a redrive can never flood the bus.
 //!
-//! `Bus::redrive_paced` hands a pacer to shard 0. The shard keeps it next to its timer
-//! wheel with a due time, and at the first poll at or after that time lets it move as
-//! many letters as its token bucket allows (at most [`MAX_PER_TICK`]) through the same
-//! path as `Bus::redrive` (letters go to their subscriptions' shards' redrive queues);
-//! then it is due again one interval later. It stops when it has sent `max` letters,
+//! `Bus::redrive_paced` hands a pacer to shard 0. The shard puts it on its timer wheel,
+//! beside retries and scheduled events; when its tick comes up it moves as many letters
+//! as its token bucket allows (at most [`MAX_PER_TICK`]) through the same path as
+//! `Bus::redrive` (letters go to their subscriptions' shards' redrive queues), then goes
+//! back on the wheel one interval later. (Its ticks do not count as pending work for
+//! `Bus::wait_idle`.) It stops when it has sent `max` letters,
 //! when no letter in the dead letters matches any more, when it is cancelled through its
 //! [`PacedRedrive`] handle, or when the bus closes. A letter that finds its shard's
 //! redrive queue full stays in the dead letters and is tried again at the next tick; so
@@ -37,6 +38,9 @@ pub enum PaceEnd {
     Cancelled,
     /// The bus closed (or was dropped).
     Closed,
+    /// Shard 0's timer wheel had no room for its next tick (the wheel holds retries and
+    /// scheduled events too: see `BusBuilder::timer_capacity`); redrive again later.
+    WheelFull,
 }
 
 const RUNNING: u8 = 0;
@@ -48,6 +52,7 @@ impl PaceEnd {
             PaceEnd::Drained => 2,
             PaceEnd::Cancelled => 3,
             PaceEnd::Closed => 4,
+            PaceEnd::WheelFull => 5,
         }
     }
 
@@ -57,6 +62,7 @@ impl PaceEnd {
             2 => Some(PaceEnd::Drained),
             3 => Some(PaceEnd::Cancelled),
             4 => Some(PaceEnd::Closed),
+            5 => Some(PaceEnd::WheelFull),
             _ => None,
         }
     }
@@ -130,10 +136,7 @@ impl<const SLOT: usize> Pacer<SLOT> {
         }
         self.state.ticks.fetch_add(1, Ordering::AcqRel);
         let left = self.left.load(Ordering::Acquire);
-        let mut tokens = 0;
-        while tokens < left.min(MAX_PER_TICK) && self.bucket.try_take(now_ns) {
-            tokens += 1;
-        }
+        let tokens = self.bucket.take_up_to(now_ns, left.min(MAX_PER_TICK));
         let next = now_ns.saturating_add(self.interval_ns);
         if tokens == 0 {
             return Some(next);
@@ -145,9 +148,7 @@ impl<const SLOT: usize> Pacer<SLOT> {
                 // The target subscription left: nothing more can go to it.
                 Err(_) => return self.end(PaceEnd::Drained),
             };
-        for _ in sent..tokens {
-            self.bucket.give_back();
-        }
+        self.bucket.give_back(tokens - sent);
         self.left.fetch_sub(sent, Ordering::AcqRel);
         self.state.sent.fetch_add(sent, Ordering::AcqRel);
         if sent == left {

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::BusError;
 use crate::names::{AgentId, EventType, MAX_AGENTS, MAX_EVENT_TYPES};
+use crate::policy::lease::{Pass, Units};
 use crate::policy::rules::{AgentPolicy, AuditHook, DefaultRule, Policy};
 use crate::policy::token_bucket::{Rate, TokenBucket};
 use crate::policy::violation::{Violation, ViolationKind};
@@ -72,16 +73,25 @@ struct Quota {
 }
 
 impl Quota {
-    fn try_take(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                (u < self.max).then_some(u + 1)
-            })
-            .is_ok()
+    /// Units a publisher leases at a time (`lease.rs`).
+    fn lease(&self) -> u64 {
+        (self.max / 64).clamp(1, 256)
     }
 
-    fn give_back(&self) {
-        self.used.fetch_sub(1, Ordering::Relaxed);
+    /// Takes up to `n` units; how many were left to take (0: the quota is spent).
+    fn take_up_to(&self, n: u64) -> u64 {
+        let mut taken = 0;
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                taken = n.min(self.max.saturating_sub(u));
+                (taken > 0).then_some(u + taken)
+            });
+        taken
+    }
+
+    fn give_back(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -98,6 +108,12 @@ impl Limiter {
             rate,
             bucket: TokenBucket::new(rate),
         }
+    }
+
+    /// Tokens a publisher leases at a time (`lease.rs`): a bucket with a burst under 128
+    /// leases one, which is exactly the unleased bucket.
+    fn lease(&self) -> u64 {
+        (self.rate.burst() / 64).clamp(1, 256)
     }
 }
 
@@ -260,14 +276,16 @@ impl Compiled {
             .and_then(Option::as_ref)
     }
 
-    /// Checks a publish at `now_ns` (read only if a rate limit applies), taking its quota
-    /// and tokens if it passes.
+    /// Checks a publish at `now_ns` (read only when a lease of rate-limit tokens must be
+    /// refilled), spending one unit of each applicable quota and rate limit from `units`,
+    /// refilling them from the shared state when empty (`lease.rs`).
     #[inline]
     pub(crate) fn check_publish(
         &self,
         r: &PublishRequest,
+        units: &mut Units,
         now_ns: impl FnOnce() -> u64,
-    ) -> Result<(), Violation> {
+    ) -> Result<Pass, Violation> {
         let refuse = |kind, limit| Violation {
             agent: r.agent,
             kind,
@@ -278,7 +296,12 @@ impl Compiled {
         };
         let Some(rules) = self.rules(r.agent) else {
             return match self.default {
-                DefaultRule::Allow => Ok(()),
+                DefaultRule::Allow => Ok(Pass {
+                    max_payload: usize::MAX,
+                    quota: false,
+                    rate: false,
+                    type_rate: false,
+                }),
                 DefaultRule::Deny => Err(refuse(ViolationKind::PublishDenied, 0)),
             };
         };
@@ -290,42 +313,55 @@ impl Compiled {
                 return Err(refuse(ViolationKind::DestinationDenied, 0));
             }
         }
-        if let Some(max) = rules.max_payload(r.event_type) {
+        let max_payload = rules.max_payload(r.event_type);
+        if let Some(max) = max_payload {
             if r.payload_len > max {
                 return Err(refuse(ViolationKind::PayloadTooLarge, max as u64));
             }
         }
-        if let Some(q) = &rules.quota {
-            if !q.try_take() {
-                return Err(refuse(ViolationKind::QuotaExceeded, q.max));
-            }
-        }
         let type_rate = rules.type_rate(r.event_type);
-        if rules.rate.is_none() && type_rate.is_none() {
-            return Ok(());
+        let covered = (rules.quota.is_none() || units.quota > 0)
+            && (rules.rate.is_none() || units.agent_tokens > 0)
+            && (type_rate.is_none()
+                || (units.type_tokens > 0 && units.tokens_type == r.event_type));
+        if !covered {
+            refill(rules, type_rate, r.event_type, units, now_ns).map_err(|kind| {
+                let limit = match kind {
+                    ViolationKind::QuotaExceeded => rules.quota.as_ref().map_or(0, |q| q.max),
+                    ViolationKind::RateLimited => {
+                        rules.rate.as_ref().map_or(0, |l| l.rate.per_second())
+                    }
+                    _ => type_rate.map_or(0, |l| l.rate.per_second()),
+                };
+                refuse(kind, limit)
+            })?;
         }
-        let now = now_ns();
-        let give_back_quota = || {
+        units.quota -= u64::from(rules.quota.is_some());
+        units.agent_tokens -= u64::from(rules.rate.is_some());
+        units.type_tokens -= u64::from(type_rate.is_some());
+        Ok(Pass {
+            max_payload: max_payload.unwrap_or(usize::MAX),
+            quota: rules.quota.is_some(),
+            rate: rules.rate.is_some(),
+            type_rate: type_rate.is_some(),
+        })
+    }
+
+    /// Gives `agent`'s leased `units` back to this policy's shared quota and buckets
+    /// (a reload, or the publisher dropped).
+    pub(crate) fn give_back(&self, agent: AgentId, units: &mut Units) {
+        if let Some(rules) = self.rules(agent) {
             if let Some(q) = &rules.quota {
-                q.give_back();
+                q.give_back(units.quota);
             }
-        };
-        if let Some(l) = &rules.rate {
-            if !l.bucket.try_take(now) {
-                give_back_quota();
-                return Err(refuse(ViolationKind::RateLimited, l.rate.per_second()));
+            if let Some(l) = &rules.rate {
+                l.bucket.give_back(units.agent_tokens);
             }
-        }
-        if let Some(l) = type_rate {
-            if !l.bucket.try_take(now) {
-                give_back_quota();
-                if let Some(agent_limit) = &rules.rate {
-                    agent_limit.bucket.give_back();
-                }
-                return Err(refuse(ViolationKind::TypeRateLimited, l.rate.per_second()));
+            if let Some(l) = rules.type_rate(units.tokens_type) {
+                l.bucket.give_back(units.type_tokens);
             }
         }
-        Ok(())
+        *units = Units::default();
     }
 
     /// Checks a subscription by `agent` (or [`Violation::ANONYMOUS`]) to `types` (empty:
@@ -363,6 +399,74 @@ impl Compiled {
     }
 }
 
+/// Refills the empty parts of a lease that this publish needs, in the order quota,
+/// agent rate, type rate; on a refusal, gives back what this call took (a refused publish
+/// takes nothing) and says which limit refused.
+#[cold]
+#[inline(never)]
+fn refill(
+    rules: &AgentRules,
+    type_rate: Option<&Limiter>,
+    ty: EventType,
+    units: &mut Units,
+    now_ns: impl FnOnce() -> u64,
+) -> Result<(), ViolationKind> {
+    let mut fresh_quota = 0;
+    if let Some(q) = &rules.quota {
+        if units.quota == 0 {
+            fresh_quota = q.take_up_to(q.lease());
+            if fresh_quota == 0 {
+                return Err(ViolationKind::QuotaExceeded);
+            }
+            units.quota = fresh_quota;
+        }
+    }
+    let give_back_quota = |units: &mut Units| {
+        if let Some(q) = &rules.quota {
+            q.give_back(fresh_quota);
+            units.quota -= fresh_quota;
+        }
+    };
+    if type_rate.is_some() {
+        if units.tokens_type != ty && units.type_tokens > 0 {
+            // Another type's tokens: back to that type's bucket first.
+            if let Some(old) = rules.type_rate(units.tokens_type) {
+                old.bucket.give_back(units.type_tokens);
+            }
+            units.type_tokens = 0;
+        }
+        units.tokens_type = ty;
+    }
+    let needs_agent = rules.rate.is_some() && units.agent_tokens == 0;
+    let needs_type = type_rate.is_some() && units.type_tokens == 0;
+    if !needs_agent && !needs_type {
+        return Ok(());
+    }
+    let now = now_ns();
+    let mut fresh_agent = 0;
+    if let (Some(l), true) = (&rules.rate, needs_agent) {
+        fresh_agent = l.bucket.take_up_to(now, l.lease());
+        if fresh_agent == 0 {
+            give_back_quota(units);
+            return Err(ViolationKind::RateLimited);
+        }
+        units.agent_tokens = fresh_agent;
+    }
+    if let (Some(l), true) = (type_rate, needs_type) {
+        let taken = l.bucket.take_up_to(now, l.lease());
+        if taken == 0 {
+            give_back_quota(units);
+            if let Some(agent) = &rules.rate {
+                agent.bucket.give_back(fresh_agent);
+                units.agent_tokens -= fresh_agent;
+            }
+            return Err(ViolationKind::TypeRateLimited);
+        }
+        units.type_tokens = taken;
+    }
+    Ok(())
+}
+
 /// The event type a violation names for a subscription to every type.
 const EVERY_TYPE: EventType = Violation::EVERY_TYPE;
 
@@ -384,30 +488,31 @@ mod tests {
         }
     }
 
-    fn kind(c: &Compiled, r: PublishRequest, now: u64) -> Option<ViolationKind> {
-        c.check_publish(&r, || now).err().map(|v| v.kind)
+    fn kind(c: &Compiled, u: &mut Units, r: PublishRequest, now: u64) -> Option<ViolationKind> {
+        c.check_publish(&r, u, || now).err().map(|v| v.kind)
     }
 
     #[test]
     fn defaults_apply_to_unmentioned_agents_and_unset_parts() {
+        let mut u = Units::default();
         let deny = Compiled::new(
             &Policy::deny_by_default().agent(A, AgentPolicy::new().may_publish([T0])),
             2,
             8,
         )
         .unwrap();
-        assert_eq!(kind(&deny, req(A, T0, None, 0), 0), None);
+        assert_eq!(kind(&deny, &mut u, req(A, T0, None, 0), 0), None);
         assert_eq!(
-            kind(&deny, req(A, T1, None, 0), 0),
+            kind(&deny, &mut u, req(A, T1, None, 0), 0),
             Some(ViolationKind::PublishDenied)
         );
         assert_eq!(
-            kind(&deny, req(A, T0, Some(B), 0), 0),
+            kind(&deny, &mut u, req(A, T0, Some(B), 0), 0),
             Some(ViolationKind::DestinationDenied),
             "unset destinations follow deny"
         );
         assert_eq!(
-            kind(&deny, req(B, T0, None, 0), 0),
+            kind(&deny, &mut u, req(B, T0, None, 0), 0),
             Some(ViolationKind::PublishDenied)
         );
         assert!(deny.check_subscribe(A, &[T0]).is_err());
@@ -417,18 +522,19 @@ mod tests {
             8,
         )
         .unwrap();
-        assert_eq!(kind(&allow, req(A, T0, Some(B), 1000), 0), None);
+        assert_eq!(kind(&allow, &mut u, req(A, T0, Some(B), 1000), 0), None);
         assert_eq!(
-            kind(&allow, req(A, T1, None, 0), 0),
+            kind(&allow, &mut u, req(A, T1, None, 0), 0),
             Some(ViolationKind::PublishDenied)
         );
-        assert_eq!(kind(&allow, req(B, T1, Some(A), 0), 0), None);
+        assert_eq!(kind(&allow, &mut u, req(B, T1, Some(A), 0), 0), None);
         assert!(allow.check_subscribe(A, &[]).is_ok());
         assert!(allow.check_subscribe(Violation::ANONYMOUS, &[T1]).is_ok());
     }
 
     #[test]
     fn payload_quota_and_rates_in_order_and_refusals_spend_nothing() {
+        let mut u = Units::default();
         let rules = AgentPolicy::new()
             .max_payload(T0, 10)
             .max_payload_all(100)
@@ -436,23 +542,97 @@ mod tests {
             .rate_limit(Rate::new(1, 10).unwrap())
             .type_rate_limit(T1, Rate::new(1, 1).unwrap());
         let c = Compiled::new(&Policy::allow_by_default().agent(A, rules), 1, 8).unwrap();
-        let v = c.check_publish(&req(A, T0, None, 11), || 0).unwrap_err();
+        let v = c
+            .check_publish(&req(A, T0, None, 11), &mut u, || 0)
+            .unwrap_err();
         assert_eq!((v.kind, v.limit), (ViolationKind::PayloadTooLarge, 10));
         assert_eq!(
-            kind(&c, req(A, T1, None, 101), 0),
+            kind(&c, &mut u, req(A, T1, None, 101), 0),
             Some(ViolationKind::PayloadTooLarge)
         );
-        assert_eq!(kind(&c, req(A, T1, None, 100), 0), None);
+        assert_eq!(kind(&c, &mut u, req(A, T1, None, 100), 0), None);
         // T1's bucket (burst 1) is empty now: refused, and neither quota nor the agent's
         // token is spent by the refusal.
         assert_eq!(
-            kind(&c, req(A, T1, None, 0), 0),
+            kind(&c, &mut u, req(A, T1, None, 0), 0),
             Some(ViolationKind::TypeRateLimited)
         );
-        assert_eq!(kind(&c, req(A, T0, None, 0), 0), None);
-        assert_eq!(kind(&c, req(A, T0, None, 0), 0), None);
-        let v = c.check_publish(&req(A, T0, None, 0), || 0).unwrap_err();
+        assert_eq!(kind(&c, &mut u, req(A, T0, None, 0), 0), None);
+        assert_eq!(kind(&c, &mut u, req(A, T0, None, 0), 0), None);
+        let v = c
+            .check_publish(&req(A, T0, None, 0), &mut u, || 0)
+            .unwrap_err();
         assert_eq!((v.kind, v.limit), (ViolationKind::QuotaExceeded, 3));
+    }
+
+    #[test]
+    fn leases_never_let_publishers_spend_more_than_the_quota() {
+        // max 1000: leases of 15 units. Two publishers of the agent, interleaved.
+        let c = Compiled::new(
+            &Policy::allow_by_default().agent(A, AgentPolicy::new().quota(1000)),
+            1,
+            8,
+        )
+        .unwrap();
+        let (mut p, mut q) = (Units::default(), Units::default());
+        let mut passed = 0;
+        for i in 0..1200 {
+            let u = if i % 3 == 0 { &mut p } else { &mut q };
+            passed += usize::from(kind(&c, u, req(A, T0, None, 0), 0).is_none());
+        }
+        let held = p.quota + q.quota;
+        assert!(
+            passed + held as usize == 1000,
+            "{passed} passed, {held} held"
+        );
+        // What one publisher holds is spendable by the other once given back.
+        c.give_back(A, &mut p);
+        let more = (0..100)
+            .filter(|_| kind(&c, &mut q, req(A, T0, None, 0), 0).is_none())
+            .count();
+        assert_eq!(passed + more + q.quota as usize, 1000);
+    }
+
+    #[test]
+    fn a_lease_of_tokens_keeps_the_long_run_rate() {
+        // 1000/s, burst 6400: leases of 100 tokens. Offered far above the rate for 1 s:
+        // the burst plus one second of refill passes, and not one token more than was
+        // leased.
+        let rate = Rate::new(1000, 6400).unwrap();
+        let c = Compiled::new(
+            &Policy::allow_by_default().agent(A, AgentPolicy::new().rate_limit(rate)),
+            1,
+            8,
+        )
+        .unwrap();
+        let mut u = Units::default();
+        let t0 = 10_000_000_000u64;
+        let mut passed = 0u64;
+        for step in 0..=100_000u64 {
+            let now = t0 + step * 10_000; // every 10 µs
+            passed += u64::from(kind(&c, &mut u, req(A, T0, None, 0), now).is_none());
+        }
+        assert_eq!(passed + u.agent_tokens, 6400 + 1000);
+    }
+
+    #[test]
+    fn a_type_change_gives_the_other_types_tokens_back() {
+        let big = Rate::new(1, 640).unwrap(); // leases of 10
+        let rules = AgentPolicy::new()
+            .type_rate_limit(T0, big)
+            .type_rate_limit(T1, big);
+        let c = Compiled::new(&Policy::allow_by_default().agent(A, rules), 1, 8).unwrap();
+        let mut u = Units::default();
+        assert_eq!(kind(&c, &mut u, req(A, T0, None, 0), 0), None);
+        assert_eq!((u.tokens_type, u.type_tokens), (T0, 9));
+        assert_eq!(kind(&c, &mut u, req(A, T1, None, 0), 0), None);
+        assert_eq!((u.tokens_type, u.type_tokens), (T1, 9));
+        // T0 got its 9 back: 640 - 1 passes at the same instant, counting the lease.
+        let mut other = Units::default();
+        let t0_passes = (0..700)
+            .filter(|_| kind(&c, &mut other, req(A, T0, None, 0), 0).is_none())
+            .count() as u64;
+        assert_eq!(t0_passes + other.type_tokens, 639);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! - `compiled.rs`: the policy indexed for the hot path, with its live rate limits
 //!   ([`Rate`], `token_bucket.rs`: one atomic word per bucket, no lock, no allocation)
 //!   and quotas.
+//! - `lease.rs`: a publisher's private stock of quota and tokens, refilled from the
+//!   shared state a few at a time, so most publishes write no shared word.
+//! - `epoch.rs`: one word that says whether a policy is installed and which install it
+//!   is, so a publish sees with one load that its lease is still good (loom model).
 //! - `shield.rs`: the installed policy behind `arc-swap` (hot reload without a lock on
 //!   the hot path), violation counters per agent and kind, the audit hook.
 //! - [`Violation`], [`SecurityAlert`] (`violation.rs`): what a refusal reports, to the
@@ -14,6 +18,8 @@
 
 mod compiled;
 mod counters;
+mod epoch;
+mod lease;
 mod rules;
 mod shield;
 mod token_bucket;

@@ -2,15 +2,15 @@
 //! reads, swaps it while traffic flows, and records every violation (counted per agent
 //! and kind, handed to the audit hook).
 //!
-//! Hot reload: the policy sits in an `ArcSwapOption`. Each publisher reads it through its
-//! own `arc_swap::Cache` ([`PolicyCache`]): one atomic load of the pointer and a compare
-//! on every publish, a full load only after a reload. `enabled` says whether a policy is
-//! installed at all; without one a publish pays one load and one predictable branch.
-//! `set` stores the policy *before* setting `enabled` (release), and a publish loads
-//! `enabled` (acquire) *before* the pointer, so a publish that starts after `set`
-//! returned (in happens-before order) uses that policy or a newer one.
+//! Hot reload: the policy sits in an `ArcSwapOption`, and an [`Epoch`] word says whether
+//! one is installed and which install it is (`epoch.rs` argues the ordering and models it
+//! in loom). A publish loads the epoch once: off, it passes; unchanged since its
+//! publisher's lease was bound, and the same kind of publish as the last that passed, it
+//! spends leased units (`lease.rs`); otherwise it reads the policy through its
+//! publisher's `arc_swap::Cache` ([`PolicyCache`]: no reference count touched) and runs
+//! the full check.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ use crate::event::Event;
 use crate::names::{AgentId, EventType};
 use crate::policy::compiled::{Compiled, PublishRequest};
 use crate::policy::counters::ViolationTable;
+use crate::policy::epoch::Epoch;
+use crate::policy::lease::Lease;
 use crate::policy::violation::{SecurityAlert, Violation, ViolationCounts};
 use crate::priority::Priority;
 
@@ -52,13 +54,19 @@ impl Refused {
     }
 }
 
-/// A publisher's view of the installed policy: re-read only when it changed.
-pub(crate) struct PolicyCache(Cache<Arc<ArcSwapOption<Installed>>, Option<Arc<Installed>>>);
+/// A publisher's view of the installed policy (re-read only when it changed) and its
+/// lease of quota and rate-limit tokens under it (`lease.rs`).
+pub(crate) struct PolicyCache {
+    policy: Cache<Arc<ArcSwapOption<Installed>>, Option<Arc<Installed>>>,
+    lease: Lease,
+    /// The epoch word the lease was bound under (0, never an installed word: unbound).
+    epoch: u64,
+}
 
 /// The enforcement point.
 #[derive(Default)]
 pub(crate) struct Shield {
-    enabled: AtomicBool,
+    epoch: Epoch,
     current: Arc<ArcSwapOption<Installed>>,
     /// Per agent and kind, kept across reloads; rows allocated as agents are prepared.
     counts: ViolationTable,
@@ -84,7 +92,7 @@ impl Shield {
         }
         self.counts.prepare(Violation::ANONYMOUS);
         self.current.store(Some(Arc::new(policy)));
-        self.enabled.store(true, Ordering::Release);
+        self.epoch.advance(true);
     }
 
     /// Makes `agent`'s counter row, if a policy was ever installed (a publisher's agent,
@@ -97,37 +105,77 @@ impl Shield {
 
     /// Removes the policy: everything is allowed again, unchecked.
     pub(crate) fn clear(&self) {
-        self.enabled.store(false, Ordering::Release);
         self.current.store(None);
+        self.epoch.advance(false);
     }
 
-    /// Whether a policy is installed. The one branch a publish pays without a policy.
+    /// Whether a policy is installed.
     #[inline(always)]
     pub(crate) fn is_on(&self) -> bool {
-        self.enabled.load(Ordering::Acquire)
+        Epoch::is_on(self.epoch.load())
     }
 
     /// A cache of the installed policy for one publisher.
     pub(crate) fn cache(&self) -> PolicyCache {
-        PolicyCache(Cache::new(Arc::clone(&self.current)))
+        PolicyCache {
+            policy: Cache::new(Arc::clone(&self.current)),
+            lease: Lease::default(),
+            epoch: 0,
+        }
     }
 
-    /// Checks a publish against the policy in `cache` (call only when `is_on`). A
-    /// violation is counted and handed to the audit hook before it is returned.
-    #[inline]
+    /// Checks a publish against the policy in `cache`. A violation is counted and handed
+    /// to the audit hook before it is returned. Without a policy: one load and a branch.
+    /// The same kind of publish as the last one that passed, under the same install, with
+    /// units in the lease: that load and a few compares (`Lease::try_pass`). Anything
+    /// else takes the full check.
+    #[inline(always)]
     pub(crate) fn check_publish(
         &self,
         cache: &mut PolicyCache,
         request: &PublishRequest,
         now_ns: impl FnOnce() -> u64,
     ) -> Result<(), Refused> {
-        let Some(installed) = cache.0.load().as_deref() else {
+        let epoch = self.epoch.load();
+        if !Epoch::is_on(epoch) {
+            return Ok(());
+        }
+        if epoch == cache.epoch && cache.lease.try_pass(request) {
+            return Ok(());
+        }
+        self.check_fully(cache, epoch, request, now_ns())
+    }
+
+    #[inline(never)]
+    fn check_fully(
+        &self,
+        cache: &mut PolicyCache,
+        epoch: u64,
+        request: &PublishRequest,
+        now_ns: u64,
+    ) -> Result<(), Refused> {
+        let PolicyCache {
+            policy,
+            lease,
+            epoch: bound,
+        } = cache;
+        // The policy of `epoch` or a newer one (`epoch.rs`); if newer, the next publish
+        // sees a newer epoch and comes here again.
+        let Some(installed) = policy.load() else {
             return Ok(());
         };
-        installed
+        lease.bind(installed, request.agent);
+        *bound = epoch;
+        match installed
             .compiled
-            .check_publish(request, now_ns)
-            .map_err(|v| self.refuse(installed, v))
+            .check_publish(request, &mut lease.units, || now_ns)
+        {
+            Ok(pass) => {
+                lease.remember(request, pass);
+                Ok(())
+            }
+            Err(v) => Err(self.refuse(installed, v)),
+        }
     }
 
     /// Checks a subscription by `agent` (`None`: anonymous) to `types` (empty: every
@@ -273,6 +321,25 @@ mod tests {
         shield.clear();
         assert!(!shield.is_on());
         assert!(shield.check_subscribe(None, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_dropped_publishers_lease_goes_back_to_the_quota() {
+        let shield = Shield::default();
+        // Quota 128: leases of 2 units.
+        install(
+            &shield,
+            &Policy::allow_by_default().agent(AgentId(1), AgentPolicy::new().quota(128)),
+        );
+        let (mut a, mut b) = (shield.cache(), shield.cache());
+        assert!(shield.check_publish(&mut a, &req(1, 0), || 0).is_ok());
+        let passed_b = (0..200)
+            .filter(|_| shield.check_publish(&mut b, &req(1, 0), || 0).is_ok())
+            .count();
+        assert_eq!(passed_b, 126, "a holds one leased unit");
+        drop(a);
+        assert!(shield.check_publish(&mut b, &req(1, 0), || 0).is_ok());
+        assert!(shield.check_publish(&mut b, &req(1, 0), || 0).is_err());
     }
 
     #[test]

@@ -83,32 +83,47 @@ impl TokenBucket {
     }
 
     /// Takes one token at `now_ns`; false (nothing taken) if the bucket is empty.
+    #[cfg(test)]
     pub(crate) fn try_take(&self, now_ns: u64) -> bool {
+        self.take_up_to(now_ns, 1) == 1
+    }
+
+    /// Takes up to `n` tokens at `now_ns` (a publisher's lease, `lease.rs`); how many it
+    /// got, 0 if the bucket is empty. Taking `k` at once is exactly `k` takes in a row at
+    /// the same instant: the `i`-th of them passes when `tat + (i - 1) x interval - now
+    /// <= tolerance`.
+    pub(crate) fn take_up_to(&self, now_ns: u64, n: u64) -> u64 {
         // Relaxed: the bucket guards no other memory; CAS alone keeps takes exact.
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let base = tat.max(now_ns);
-            if base - now_ns > self.tolerance_ns {
-                return false;
+            let ahead = base - now_ns;
+            if ahead > self.tolerance_ns {
+                return 0;
             }
-            let next = base.saturating_add(self.interval_ns);
+            let room = (self.tolerance_ns - ahead) / self.interval_ns + 1;
+            let k = n.min(room);
+            let next = base.saturating_add(k.saturating_mul(self.interval_ns));
             match self
                 .tat
                 .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return k,
                 Err(actual) => tat = actual,
             }
         }
     }
 
-    /// Gives back one token taken by `try_take` (for an event refused by a later check).
+    /// Gives back `n` tokens taken and not spent (a refused publish, a lease returned).
     /// A bucket that has refilled since stays full: `tat` in the past means full.
-    pub(crate) fn give_back(&self) {
+    pub(crate) fn give_back(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
         let _ = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_sub(self.interval_ns))
+                Some(tat.saturating_sub(n.saturating_mul(self.interval_ns)))
             });
     }
 }
@@ -166,7 +181,7 @@ mod tests {
         let b = TokenBucket::new(Rate::new(1, 2).unwrap());
         let t = 10_000_000_000;
         assert!(b.try_take(t) && b.try_take(t) && !b.try_take(t));
-        b.give_back();
+        b.give_back(1);
         assert!(b.try_take(t));
         assert!(!b.try_take(t));
     }
@@ -195,6 +210,33 @@ mod tests {
     }
 
     proptest! {
+        /// Taking `k` at once is `k` takes in a row at the same instant, and tokens
+        /// given back can be taken again.
+        #[test]
+        fn take_up_to_is_takes_in_a_row(
+            per_second in 1u64..2_000,
+            burst in 1u64..300,
+            steps in proptest::collection::vec((0u64..5_000_000, 1u64..40, 0u64..3), 1..100),
+        ) {
+            let rate = Rate::new(per_second, burst).unwrap();
+            let batched = TokenBucket::new(rate);
+            let single = TokenBucket::new(rate);
+            let mut now = rate.burst * rate.interval_ns();
+            for (step, k, back) in steps {
+                now += step;
+                let got = batched.take_up_to(now, k);
+                let mut want = 0;
+                while want < k && single.try_take(now) {
+                    want += 1;
+                }
+                prop_assert_eq!(got, want);
+                let back = back.min(got);
+                batched.give_back(back);
+                single.give_back(back);
+            }
+        }
+
+
         /// Every take agrees with the textbook bucket, for any rate, burst and
         /// non-decreasing times.
         #[test]

@@ -15,6 +15,17 @@ pub enum CliError {
     /// `--type` is neither a built-in type name nor a numeric id; the value is handed back.
     #[error("unknown event type {0:?}: give a built-in name (agent.task, ...) or a numeric id")]
     UnknownType(String),
+    /// `report` found no record to draw (an empty journal, or filters that select none).
+    #[error("no records to plot in {}", .0.display())]
+    NothingToPlot(std::path::PathBuf),
+    /// `report` could not write its SVG.
+    #[error("writing the report {}: {reason}", path.display())]
+    Plot {
+        /// The SVG file asked for.
+        path: std::path::PathBuf,
+        /// What plotters said.
+        reason: String,
+    },
 }
 
 impl CliError {

@@ -9,7 +9,12 @@
 //!                              [--correlation ID]
 //! dreamnet journal stats   DIR [same filters] [--bucket-ms MS]
 //! dreamnet journal thread  DIR CORRELATION     the conversation as an indented causal tree
+//! dreamnet report DIR [--out FILE.svg] [filters] [--bucket-ms MS]
+//!                                              an SVG: rate and latency over time, type mix
 //! ```
+//!
+//! `stats` and `report` show a progress bar on stderr while they scan (only on a terminal,
+//! never with `--json`).
 //!
 //! Every subcommand takes `--json`: one JSON object on stdout (`tail` and `replay` print
 //! one object per record, i.e. JSON Lines). Types are shown and accepted as built-in names
@@ -26,7 +31,9 @@ mod filter;
 mod format;
 mod inspect;
 mod json;
+mod progress;
 mod records;
+mod report;
 mod stats;
 mod thread;
 
@@ -54,6 +61,19 @@ enum Top {
     /// Inspect, check, repair and read a journal directory.
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// Draw a journal as an SVG: rate over time, reaction latency over time, type mix.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// The SVG file to write.
+        #[arg(long, default_value = "dreamnet-report.svg")]
+        out: PathBuf,
+        /// Width of a time bucket in ms.
+        #[arg(long, default_value_t = 1000)]
+        bucket_ms: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +162,9 @@ enum JournalCmd {
         /// Width of a rate bucket in ms.
         #[arg(long, default_value_t = 1000)]
         bucket_ms: u64,
+        /// List at most this many sources (the most active first).
+        #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+        top: usize,
     },
     /// One conversation as a causal tree.
     Thread {
@@ -179,11 +202,13 @@ fn run(cmd: &JournalCmd, out: &mut dyn Write) -> Result<u8, CliError> {
             common,
             filter,
             bucket_ms,
+            top,
         } => stats::stats(
             out,
             &common.dir,
             &filter.filter()?,
             bucket_ms.saturating_mul(1_000_000),
+            *top,
             common.json,
         ),
         JournalCmd::Thread {
@@ -203,17 +228,39 @@ fn wants_json(cmd: &JournalCmd) -> bool {
     }
 }
 
+fn run_top(top: &Top, out: &mut dyn Write) -> Result<u8, CliError> {
+    match top {
+        Top::Journal(cmd) => run(cmd, out),
+        Top::Report {
+            common,
+            filter,
+            out: svg,
+            bucket_ms,
+        } => report::report(
+            out,
+            &common.dir,
+            svg,
+            &filter.filter()?,
+            bucket_ms.saturating_mul(1_000_000),
+            common.json,
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Top::Journal(cmd) = &cli.command;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let code = match run(cmd, &mut out) {
+    let json = match &cli.command {
+        Top::Journal(cmd) => wants_json(cmd),
+        Top::Report { common, .. } => common.json,
+    };
+    let code = match run_top(&cli.command, &mut out) {
         Ok(code) => code,
         // `dreamnet journal replay DIR | head`: the reader went away, which is not a failure.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
-            if wants_json(cmd) {
+            if json {
                 let o = Obj::new().bool("ok", false).str("error", &e.to_string());
                 let _ = writeln!(out, "{}", o.done());
             }

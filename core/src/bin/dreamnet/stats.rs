@@ -1,83 +1,66 @@
-//! `journal stats`: counts per type and per source, and the rate over fixed time buckets
-//! (bus-clock timestamps), over the records a [`Filter`] selects.
+//! `journal stats`: counts per type and per source (the top sources first), the rate over
+//! fixed time buckets (bus-clock timestamps) and the reaction latency by type (see
+//! `dreamnet_bus::analytics::JournalAnalyzer`), over the records a [`Filter`] selects.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use dreamnet_bus::analytics::{JournalAnalysis, JournalAnalyzer};
 use dreamnet_bus::journal::JournalReader;
 
 use crate::error::CliError;
 use crate::filter::Filter;
 use crate::format::type_label;
 use crate::json::{array, Obj};
+use crate::progress::ScanProgress;
 
-/// Counts gathered in one pass.
-#[derive(Debug, Default)]
-struct Counts {
-    records: u64,
-    tombstones: u64,
-    min_ts: Option<u64>,
-    max_ts: Option<u64>,
-    by_type: BTreeMap<u16, u64>,
-    by_source: BTreeMap<u32, u64>,
-    /// Bucket index (timestamp / bucket width) -> records.
-    buckets: BTreeMap<u64, u64>,
+/// Folds the selected records of `dir` into an analysis; returns it with the tombstones
+/// stepped over. Shows a progress bar (see `progress.rs`).
+pub fn analyze(
+    dir: &Path,
+    filter: &Filter,
+    bucket_ns: u64,
+    json: bool,
+) -> Result<(JournalAnalysis, u64), CliError> {
+    let reader: JournalReader = JournalReader::open(dir)?;
+    let mut progress = ScanProgress::over(dir, json);
+    let mut analyzer = JournalAnalyzer::new(bucket_ns);
+    let mut records = reader.records(&filter.selection());
+    for r in &mut records {
+        let r = r?;
+        progress.at(r.seq());
+        if filter.keeps(&r) {
+            analyzer.add(r.event());
+        }
+    }
+    progress.finish();
+    Ok((analyzer.finish(), records.tombstones()))
 }
 
-fn sorted_desc<K: Copy + Ord>(m: &BTreeMap<K, u64>) -> Vec<(K, u64)> {
-    let mut v: Vec<(K, u64)> = m.iter().map(|(k, c)| (*k, *c)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    v
-}
-
-/// `journal stats DIR [filters] [--bucket-ms N]`.
+/// `journal stats DIR [filters] [--bucket-ms N] [--top N]`.
 pub fn stats(
     out: &mut dyn Write,
     dir: &Path,
     filter: &Filter,
     bucket_ns: u64,
+    top: usize,
     json: bool,
 ) -> Result<u8, CliError> {
-    let bucket_ns = bucket_ns.max(1);
-    let reader: JournalReader = JournalReader::open(dir)?;
-    let mut c = Counts::default();
-    let mut records = reader.records(&filter.selection());
-    for r in &mut records {
-        let r = r?;
-        if !filter.keeps(&r) {
-            continue;
-        }
-        let h = r.event().header();
-        let ts = h.timestamp_ns();
-        c.records += 1;
-        c.min_ts = Some(c.min_ts.map_or(ts, |m| m.min(ts)));
-        c.max_ts = Some(c.max_ts.map_or(ts, |m| m.max(ts)));
-        *c.by_type.entry(h.event_type().raw()).or_default() += 1;
-        *c.by_source.entry(h.source().raw()).or_default() += 1;
-        *c.buckets.entry(ts / bucket_ns).or_default() += 1;
-    }
-    c.tombstones = records.tombstones();
-    let secs = bucket_ns as f64 / 1e9;
-    let span_rate = match (c.min_ts, c.max_ts) {
-        (Some(a), Some(b)) if b > a => Some(c.records as f64 / ((b - a) as f64 / 1e9)),
-        _ => None,
-    };
-    let types = sorted_desc(&c.by_type);
-    let sources = sorted_desc(&c.by_source);
+    let (a, tombstones) = analyze(dir, filter, bucket_ns, json)?;
+    let sources = &a.by_source[..a.by_source.len().min(top)];
     if json {
         let o = Obj::new()
-            .num("records", c.records)
-            .num("tombstones", c.tombstones)
-            .opt_num("min_ts", c.min_ts)
-            .opt_num("max_ts", c.max_ts)
-            .float("rate_per_s", span_rate.unwrap_or(f64::NAN))
+            .num("records", a.records)
+            .num("tombstones", tombstones)
+            .opt_num("min_ts", a.first_ts)
+            .opt_num("max_ts", a.last_ts)
+            .float("rate_per_s", a.rate_per_s.unwrap_or(f64::NAN))
             .raw(
                 "by_type",
-                &array(types.iter().map(|(t, n)| {
+                &array(a.by_type.iter().map(|(t, n)| {
                     Obj::new()
-                        .str("type", &type_label(*t))
-                        .num("type_id", *t)
+                        .str("type", &type_label(t.raw()))
+                        .num("type_id", t.raw())
                         .num("count", *n)
                         .done()
                 })),
@@ -87,50 +70,92 @@ pub fn stats(
                 &array(
                     sources
                         .iter()
-                        .map(|(s, n)| Obj::new().num("source", *s).num("count", *n).done()),
+                        .map(|(s, n)| Obj::new().num("source", s.raw()).num("count", *n).done()),
                 ),
             )
-            .num("bucket_ns", bucket_ns)
+            .raw(
+                "reaction_latency_by_type",
+                &array(a.latency_by_type.iter().map(|l| {
+                    Obj::new()
+                        .str("type", &type_label(l.event_type.raw()))
+                        .num("type_id", l.event_type.raw())
+                        .num("reactions", l.count)
+                        .float("mean_ns", l.mean_ns)
+                        .num("p50_ns", l.p50_ns)
+                        .num("p99_ns", l.p99_ns)
+                        .num("max_ns", l.max_ns)
+                        .done()
+                })),
+            )
+            .num("causes_unmatched", a.causes_unmatched)
+            .num("bucket_ns", a.bucket_ns)
             .raw(
                 "buckets",
-                &array(c.buckets.iter().map(|(b, n)| {
+                &array(a.buckets.iter().map(|b| {
                     Obj::new()
-                        .num("start_ts", u128::from(*b) * u128::from(bucket_ns))
-                        .num("count", *n)
-                        .float("rate_per_s", *n as f64 / secs)
+                        .num("start_ts", b.start_ns)
+                        .num("count", b.count)
+                        .float("rate_per_s", b.rate_per_s)
                         .done()
                 })),
             );
         writeln!(out, "{}", o.done())?;
         return Ok(0);
     }
-    writeln!(out, "records: {}  tombstones: {}", c.records, c.tombstones)?;
-    if let (Some(a), Some(b)) = (c.min_ts, c.max_ts) {
-        write!(out, "time (ns): {a}..={b}")?;
-        match span_rate {
+    writeln!(out, "records: {}  tombstones: {}", a.records, tombstones)?;
+    if let (Some(first), Some(last)) = (a.first_ts, a.last_ts) {
+        write!(out, "time (ns): {first}..={last}")?;
+        match a.rate_per_s {
             Some(r) => writeln!(out, "  rate: {r:.1}/s")?,
             None => writeln!(out)?,
         }
     }
     writeln!(out, "by type:")?;
-    for (t, n) in &types {
-        writeln!(out, "  {:<20} {n}", type_label(*t))?;
+    for (t, n) in &a.by_type {
+        writeln!(out, "  {:<20} {n}", type_label(t.raw()))?;
     }
     writeln!(out, "by source:")?;
-    for (s, n) in &sources {
-        writeln!(out, "  {s:<20} {n}")?;
+    for (s, n) in sources {
+        writeln!(out, "  {:<20} {n}", s.raw())?;
+    }
+    if a.by_source.len() > sources.len() {
+        writeln!(out, "  ({} more)", a.by_source.len() - sources.len())?;
+    }
+    writeln!(
+        out,
+        "reaction latency by type (publish of a cause -> publish of the event it caused):"
+    )?;
+    if a.latency_by_type.is_empty() {
+        writeln!(
+            out,
+            "  none (no record names a cause among the records read)"
+        )?;
+    }
+    for l in &a.latency_by_type {
+        writeln!(
+            out,
+            "  {:<20} n={:<8} mean={:.0}ns p50={}ns p99={}ns max={}ns",
+            type_label(l.event_type.raw()),
+            l.count,
+            l.mean_ns,
+            l.p50_ns,
+            l.p99_ns,
+            l.max_ns
+        )?;
+    }
+    if a.causes_unmatched > 0 {
+        writeln!(out, "  causes not found: {}", a.causes_unmatched)?;
     }
     writeln!(
         out,
         "per {} ms bucket (start ns, count, rate/s):",
-        bucket_ns as f64 / 1e6
+        a.bucket_ns as f64 / 1e6
     )?;
-    for (b, n) in &c.buckets {
+    for b in &a.buckets {
         writeln!(
             out,
-            "  {:<20} {n:<10} {:.1}",
-            u128::from(*b) * u128::from(bucket_ns),
-            *n as f64 / secs
+            "  {:<20} {:<10} {:.1}",
+            b.start_ns, b.count, b.rate_per_s
         )?;
     }
     Ok(0)
