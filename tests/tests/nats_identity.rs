@@ -5,13 +5,13 @@
 //! rule is `bridge::sources`' (module documentation): declared remote, first seen from the
 //! wire, or refused.
 //!
-//! A proptest with few cases (each starts a bus and a bridge on one shared server and syncs
-//! on the bridge's counters after every message); the same property over thousands of
+//! A proptest with few cases (each starts a bus and a bridge on one server the test starts,
+//! and syncs on the bridge's counters after every message); the same property over thousands of
 //! sequences runs as a unit test of the mapping (`core/src/bridge/sources.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dreamnet_bus::bridge::{Bridge, DropReason, Import, RejectReason};
@@ -19,13 +19,9 @@ use dreamnet_bus::{AgentId, Bus, Event, EventType, Filter, Outcome};
 use dreamnet_bus_tests::nats_server::NatsServer;
 use dreamnet_bus_tests::raw_nats::RawClient;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 
 const NAMES: [&str; 5] = ["planner", "lucid", "beta", "gamma", "delta"];
-
-fn server() -> &'static NatsServer {
-    static SERVER: OnceLock<NatsServer> = OnceLock::new();
-    SERVER.get_or_init(NatsServer::start)
-}
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(10);
@@ -53,10 +49,9 @@ fn op() -> impl Strategy<Value = Op> {
 /// A delivery seen by the local subscriber: its source and whether it came from the wire.
 type Seen = Arc<Mutex<Vec<(AgentId, bool)>>>;
 
-fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
+fn run_case(url: &str, before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
     static CASE: AtomicU32 = AtomicU32::new(0);
     let ns = format!("ident{}", CASE.fetch_add(1, Ordering::Relaxed));
-    let url = server().url();
     let bus = Arc::new(Bus::builder().build().expect("bus"));
     let ty = bus.register_event_type("claim").expect("type");
     let mut owner: HashMap<usize, &str> = HashMap::new();
@@ -64,7 +59,7 @@ fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
         bus.register_agent(NAMES[i]).expect("agent");
         owner.insert(i, "local");
     }
-    let mut builder = Bridge::builder(&url)
+    let mut builder = Bridge::builder(url)
         .bus_id("home")
         .namespace(&ns)
         .import(Import::broadcast());
@@ -82,7 +77,7 @@ fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
     })
     .expect("subscribe");
 
-    let mut raw = RawClient::connect(&url).expect("raw client");
+    let mut raw = RawClient::connect(url).expect("raw client");
     let body = Event::<256>::new(EventType::SYSTEM_EVENT)
         .as_bytes()
         .to_vec();
@@ -164,16 +159,27 @@ fn run_case(before: &HashSet<usize>, declared: &HashSet<usize>, ops: &[Op]) {
     );
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
-
-    #[test]
-    fn a_remote_process_cannot_act_as_a_local_agent(
-        before in proptest::collection::hash_set(0..NAMES.len(), 0..4),
-        declared in proptest::collection::hash_set(0..NAMES.len(), 0..3),
-        ops in proptest::collection::vec(op(), 1..12),
-    ) {
-        run_case(&before, &declared, &ops);
+/// The property over random sequences, on one server for every case (started here and
+/// dropped, so killed, when the test ends).
+#[test]
+fn a_remote_process_cannot_act_as_a_local_agent() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let strategy = (
+        proptest::collection::hash_set(0..NAMES.len(), 0..4),
+        proptest::collection::hash_set(0..NAMES.len(), 0..3),
+        proptest::collection::vec(op(), 1..12),
+    );
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 12,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&strategy, |(before, declared, ops)| {
+        run_case(&url, &before, &declared, &ops);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }
 
@@ -182,7 +188,9 @@ proptest! {
 fn local_names_are_refused_declared_and_new_names_map() {
     let before: HashSet<usize> = [0, 2].into(); // planner, beta registered locally
     let declared: HashSet<usize> = [2].into(); // beta declared remote
+    let server = NatsServer::start();
     run_case(
+        &server.url(),
         &before,
         &declared,
         &[
