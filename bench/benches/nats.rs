@@ -86,6 +86,7 @@ impl Raw {
             destination: None,
             priority: Priority::Normal,
             correlation: 0,
+            causation: 0,
             deadline_in_ns: None,
             meta: &[],
             msg_id: None,

@@ -11,6 +11,8 @@
 //!   one (a bounded `crossbeam-channel` of boxed events and a `HashMap` dispatch);
 //! - [`disruptor_peer`]: the disruptor as written by its users (one u64 or a whole 256-byte
 //!   slot), the floor `--compare` measures against;
+//! - [`bridge_load`]: `loadgen --bridge`, the load across two processes bridged through
+//!   NATS beside raw async-nats (throughput, one-way latency, JetStream);
 //! - [`headline`]: saturation, then open-loop latency at a share of it, per implementation;
 //! - [`journal_load`]: `loadgen --journal DIR`, journal on vs. off, read-back rate, disk baseline;
 //! - [`streams_load`]: `loadgen --workload streams`: streams, filters, a transform, a window
@@ -24,6 +26,7 @@
 pub use dreamnet_bus_tests::counting_alloc as alloc;
 
 pub mod baseline;
+pub mod bridge_load;
 pub mod conservation;
 pub mod disruptor_peer;
 pub mod dreamnet;

@@ -217,6 +217,11 @@ impl Names {
         self.types.name(u32::from(ty.0))
     }
 
+    /// The name of a metadata key.
+    pub(crate) fn meta_key_name(&self, key: MetaKey) -> Option<&str> {
+        self.meta_keys.name(u32::from(key.0))
+    }
+
     /// How many agents are interned (valid ids are below this).
     pub(crate) fn agent_count(&self) -> u32 {
         self.agents.names.len() as u32

@@ -7,6 +7,7 @@
 //! cargo run --release --bin loadgen -- --fail-rate 0.01 --retry-rate 0.05 --panic-rate 0.001
 //! cargo run --release --bin loadgen -- --journal /tmp/dnj --durability batch
 //! cargo run --release --bin loadgen -- --workload streams
+//! cargo run --release --bin loadgen -- --bridge auto --duration 2
 //! ```
 //!
 //! The workload, the baseline and the report live in the `dreamnet_bus_bench` library.
@@ -24,7 +25,9 @@ use dreamnet_bus_bench::disruptor_peer::{self, Variant};
 use dreamnet_bus_bench::headline::{self, Line};
 use dreamnet_bus_bench::report::RunReport;
 use dreamnet_bus_bench::workload::{self, Inject, Mode, Options, Reliability, SUBSCRIPTIONS};
-use dreamnet_bus_bench::{baseline, dreamnet, journal_load, plot, report, streams_load};
+use dreamnet_bus_bench::{
+    baseline, bridge_load, dreamnet, journal_load, plot, report, streams_load,
+};
 
 // Counts every allocation, so "allocations per event" is measured (see `alloc`).
 #[global_allocator]
@@ -192,6 +195,25 @@ struct Args {
     /// events or 1 ms), always (fdatasync every event).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Os, requires = "journal")]
     durability: DurabilityArg,
+
+    /// Runs the load across two OS processes bridged through NATS instead (loadgen starts
+    /// itself again as the receiving process), beside raw async-nats carrying the same
+    /// bytes: throughput (raw, bridged core, bridged JetStream) and open-loop one-way
+    /// latency. `auto` starts a nats-server on 127.0.0.1 (an ephemeral port).
+    #[arg(long, value_name = "nats://127.0.0.1:PORT|auto")]
+    bridge: Option<String>,
+
+    /// --bridge: the open-loop rate of the latency phase, messages per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    bridge_rate: f64,
+
+    /// Internal: run as the receiving process of --bridge, on this server.
+    #[arg(long, hide = true)]
+    bridge_peer: Option<String>,
+
+    /// Internal: the receiving process's namespace.
+    #[arg(long, hide = true, default_value = "loadgen")]
+    bridge_ns: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -258,6 +280,13 @@ fn run(args: &Args) -> Result<bool, Box<dyn Error>> {
         });
     }
     let opts = options(args)?;
+    if let Some(url) = &args.bridge_peer {
+        bridge_load::peer::run(url, &args.bridge_ns, opts.wait)?;
+        return Ok(true);
+    }
+    if let Some(target) = &args.bridge {
+        return run_bridge(args, &opts, target);
+    }
     let (slot, archived) = dreamnet::slot_for(opts.payload).ok_or_else(|| {
         format!(
             "a payload of {} bytes fits no slot (max 1024)",
@@ -391,6 +420,26 @@ fn journal_phases(
         record,
     );
     Ok((text, on.0.into_iter().chain(on.1).collect()))
+}
+
+/// `--bridge`: the load across two processes through NATS (`bridge_load`).
+fn run_bridge(args: &Args, opts: &Options, target: &str) -> Result<bool, Box<dyn Error>> {
+    if !(args.bridge_rate.is_finite() && args.bridge_rate > 0.0) {
+        return Err("--bridge-rate must be > 0".into());
+    }
+    let report = bridge_load::run(&bridge_load::BridgeOptions {
+        url: (target != "auto").then(|| target.to_owned()),
+        duration: opts.duration,
+        warmup: opts.warmup,
+        rate: args.bridge_rate,
+        wait: opts.wait,
+    })?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(true)
 }
 
 /// The run's phases: in auto mode (`load` given) closed loop, then open loop at `load` of

@@ -234,6 +234,7 @@ pub struct BridgeBuilder<const SLOT: usize = DEFAULT_SLOT> {
     pub(crate) imports: Vec<Import>,
     pub(crate) js_imports: Vec<JetStreamImport<SLOT>>,
     pub(crate) meta_keys: Vec<String>,
+    pub(crate) remote_agents: Vec<String>,
     pub(crate) replicas: usize,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) max_remote_agents: usize,
@@ -279,6 +280,7 @@ impl<const SLOT: usize> BridgeBuilder<SLOT> {
             imports: Vec::new(),
             js_imports: Vec::new(),
             meta_keys: Vec::new(),
+            remote_agents: Vec::new(),
             replicas: 1,
             retry: None,
             max_remote_agents: 64,
@@ -342,11 +344,23 @@ impl<const SLOT: usize> BridgeBuilder<SLOT> {
         self
     }
 
-    /// Carries metadata entries with this key across the wire (by name). Entries with
-    /// other keys stay local (ids are per bus and the bus keeps no reverse table of its
-    /// own for them); each one left behind is counted in `out_meta_kept_local`.
-    pub fn carry_meta(mut self, key: &str) -> Self {
+    /// Keeps metadata entries with this key on this bus: they are left out of the
+    /// `Dreamnet-Meta` headers (each one left behind is counted in `out_meta_kept_local`).
+    /// Every other entry crosses the wire by its key's name, and the receiving bus maps
+    /// the name to its own key id.
+    pub fn keep_local_meta(mut self, key: &str) -> Self {
         self.meta_keys.push(key.to_owned());
+        self
+    }
+
+    /// Declares `agent` an agent of another process: events from the wire with this
+    /// source are published as its local id even when this bus has registered the name
+    /// itself (to filter `from_source`, say). Without the declaration a source name that
+    /// this bus registered for itself is refused (`DropReason::LocalSource`), so no remote
+    /// process can act as a local agent; names this bus has never seen are mapped without
+    /// one, and so are the agents of `Export::agent` (the rule: `bridge::sources`).
+    pub fn remote_agent(mut self, agent: &str) -> Self {
+        self.remote_agents.push(agent.to_owned());
         self
     }
 
@@ -439,6 +453,9 @@ impl<const SLOT: usize> BridgeBuilder<SLOT> {
                 name("JetStream import agent", a)?;
             }
             durable_name(&j.durable)?;
+        }
+        for a in &self.remote_agents {
+            name("remote agent", a)?;
         }
         for k in &self.meta_keys {
             name("metadata key", k)?;

@@ -43,11 +43,14 @@ pub enum DropReason {
     /// is terminated. (A message the filter's predicate refuses is not seen here: it is
     /// redelivered after the ack wait until MaxDeliver, then the server drops it.)
     NoHandler,
+    /// Inbound: the source names an agent of this bus that is not declared remote; a
+    /// remote process may not act as a local agent (see `BridgeBuilder::remote_agent`).
+    LocalSource,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// Every reason, in index order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -63,6 +66,7 @@ impl DropReason {
         DropReason::PublishFailed,
         DropReason::Shutdown,
         DropReason::NoHandler,
+        DropReason::LocalSource,
     ];
 
     /// The index of this reason in [`BridgeStats::dropped`].
@@ -85,6 +89,7 @@ impl DropReason {
             DropReason::PublishFailed => "publish-failed",
             DropReason::Shutdown => "shutdown",
             DropReason::NoHandler => "no-handler",
+            DropReason::LocalSource => "local-source",
         }
     }
 }
@@ -165,8 +170,8 @@ pub struct BridgeStats {
     pub out_duplicates: u64,
     /// Outbound: JetStream publishes sent again after a failure or a missing ack.
     pub out_resent: u64,
-    /// Outbound: metadata entries not carried because their key was not named with
-    /// `carry_meta` (the event went out without them).
+    /// Outbound: metadata entries not carried because their key was named with
+    /// `keep_local_meta`, or has no name on this bus (the event went out without them).
     pub out_meta_kept_local: u64,
     /// Inbound: messages received from NATS.
     pub in_received: u64,
@@ -213,6 +218,8 @@ pub enum RejectReason {
     Headers(HeaderError),
     /// A name could not be interned on this bus.
     Name(String),
+    /// The source names a local agent of this bus (the name, handed back).
+    LocalSource(String),
 }
 
 /// One bridge dead letter: a message from the wire that could not become an event.

@@ -25,6 +25,7 @@ use crate::publisher::Publisher;
 
 use super::counters::{incr, Counters, DropReason, RejectReason, Rejects, WireReject};
 use super::mark::{Mark, WireMark, MAX_TICKET};
+use super::sources::{SourceMap, SourceRefused};
 use super::wire::{self, Incoming};
 
 /// Bits of a ticket below the consumer index (the index is in the bits above).
@@ -75,6 +76,7 @@ pub(crate) struct Sink<const SLOT: usize> {
     pub(crate) mark: WireMark,
     pub(crate) max_hops: u8,
     pub(crate) max_remote_agents: usize,
+    sources: SourceMap,
     pub(crate) patience: Duration,
     pub(crate) ack_wait: Duration,
     pub(crate) counters: Arc<Counters>,
@@ -107,6 +109,7 @@ impl<const SLOT: usize> Sink<SLOT> {
         mark: WireMark,
         max_hops: u8,
         max_remote_agents: usize,
+        sources: SourceMap,
         patience: Duration,
         ack_wait: Duration,
         counters: Arc<Counters>,
@@ -121,6 +124,7 @@ impl<const SLOT: usize> Sink<SLOT> {
             mark,
             max_hops,
             max_remote_agents,
+            sources,
             patience,
             ack_wait,
             counters,
@@ -192,16 +196,28 @@ impl<const SLOT: usize> Sink<SLOT> {
             .map_err(|e| Refused::Reject(DropReason::BadHeaders, RejectReason::Headers(e)))?;
         // Our own id on the path is an echo or a loop, except work straight from this bus
         // that a queue group or a shared durable consumer handed back to it.
-        let ours = inc.path.contains(&self.bus_id);
-        if ours && !(own_ok && inc.path.len() == 1) {
+        let ours = inc.path_ids().any(|id| id == self.bus_id);
+        let own_work = own_ok && inc.is_direct();
+        if ours && !own_work {
             return Err(Refused::Drop(DropReason::Loop));
         }
         if inc.hops > self.max_hops {
             return Err(Refused::Drop(DropReason::HopLimit));
         }
-        let ty = self.event_type(&inc.type_name)?;
-        let source = self.agent(&inc.source)?;
-        let destination = match &inc.destination {
+        let ty = self.event_type(inc.type_name)?;
+        // Never a local agent's id for another process's message (see `sources`).
+        let source = self
+            .sources
+            .map(&*self.bus, inc.source, ours && own_work)
+            .map_err(|e| match e {
+                SourceRefused::Local(name) => {
+                    Refused::Reject(DropReason::LocalSource, RejectReason::LocalSource(name))
+                }
+                SourceRefused::Name(why) => {
+                    Refused::Reject(DropReason::UnknownName, RejectReason::Name(why))
+                }
+            })?;
+        let destination = match inc.destination {
             Some(d) => Some(self.agent(d)?),
             None => None,
         };
@@ -209,15 +225,16 @@ impl<const SLOT: usize> Sink<SLOT> {
         event.set_destination(destination);
         event.set_priority(inc.priority);
         event.set_correlation_id(inc.correlation);
+        event = event.with_causation_id(inc.causation);
         let deadline = inc
             .deadline_in_ns
             .map_or(0, |left| self.bus.now_ns().saturating_add(left).max(1));
         event = event.with_deadline_ns(deadline);
         event.clear_metadata();
-        for (name, value) in &inc.meta {
+        for &(name, value) in &inc.meta {
             let key = self.meta_key(name)?;
             event
-                .set_metadata(key, *value)
+                .set_metadata(key, value)
                 .map_err(|_| Refused::Drop(DropReason::MetadataFull))?;
         }
         let ticket = match js_consumer {
@@ -385,15 +402,22 @@ impl<const SLOT: usize> Sink<SLOT> {
             })?;
             self.publishers.insert(source, publisher);
         }
-        let deadline = Instant::now() + self.patience;
+        let mut deadline = None;
         let mut wait = Duration::from_micros(100);
         loop {
             let Some(publisher) = self.publishers.get_mut(&source) else {
                 return Err(DropReason::Closed);
             };
             match publisher.try_publish(event) {
-                Ok(receipt) => return Ok(receipt.shards),
+                Ok(receipt) => {
+                    // Parked workers take it now, not at their next park timeout: this
+                    // publisher runs once per message from the wire, so the workers are
+                    // often idle and parked when it does.
+                    self.bus.wake_workers();
+                    return Ok(receipt.shards);
+                }
                 Err(PublishError::Full(e)) | Err(PublishError::Timeout(e)) => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.patience);
                     if Instant::now() >= deadline {
                         return Err(DropReason::LocalFull);
                     }

@@ -39,7 +39,12 @@
 //!   full outbound queue makes it return `Retry` ([`outbound`]).
 //! - **Inbound**: [`Import`]s subscribe (a group import is a NATS queue group); bytes are
 //!   checked with [`Event::from_bytes`](crate::Event::from_bytes), names mapped to this
-//!   bus's ids, and the event is published as the remote agent's local id (`inbound`).
+//!   bus's ids, and the event is published as the remote agent's local id (`inbound`),
+//!   never as an agent of this bus: a source name this bus registered for itself is
+//!   refused unless declared with [`BridgeBuilder::remote_agent`] (`sources` has the rule).
+//! - **Metadata** crosses by name: the correlation and causation ids and every metadata
+//!   entry travel in headers ([`wire`]); [`BridgeBuilder::keep_local_meta`] keeps a key
+//!   home.
 //! - **Loops are impossible**: every message carries the path of bus ids and a hop count;
 //!   a bus drops a message whose path has it already, and a bridge never sends back out
 //!   what it brought in (the [`WireMark`] says so).
@@ -59,6 +64,7 @@ pub mod jetstream;
 mod mark;
 pub mod outbound;
 mod runtime;
+mod sources;
 pub mod subjects;
 pub mod wire;
 
@@ -213,10 +219,11 @@ impl<const SLOT: usize> Bridge<SLOT> {
             key: bus.register_meta_key(MARK_KEY)?,
             bridge: next_bridge_tag(),
         };
-        let meta: Vec<(MetaKey, String)> = cfg
+        // Keys whose entries stay on this bus (`keep_local_meta`).
+        let meta: Vec<MetaKey> = cfg
             .meta_keys
             .iter()
-            .map(|k| Ok((bus.register_meta_key(k)?, k.clone())))
+            .map(|k| Ok(bus.register_meta_key(k)?))
             .collect::<Result<_, BridgeError>>()?;
         let counters = Arc::new(Counters::default());
         let rejects = Arc::new(Rejects::new(cfg.reject_capacity));
@@ -241,8 +248,11 @@ impl<const SLOT: usize> Bridge<SLOT> {
             local_full_patience,
             ack_wait,
             drain_timeout,
+            mut remote_agents,
             ..
         } = cfg;
+        // An export's agent is reached through the wire: declared remote.
+        remote_agents.extend(exports.iter().filter_map(|e| e.agent.clone()));
         // From here on, an error drops `bridge`, which unsubscribes what was subscribed.
         let mut bridge = Bridge {
             bus: Arc::clone(&bus),
@@ -321,6 +331,7 @@ impl<const SLOT: usize> Bridge<SLOT> {
             max_hops,
             inflight,
             max_remote_agents,
+            remote_agents,
             connect_timeout,
             max_reconnect_delay,
             local_full_patience,

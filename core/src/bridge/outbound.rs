@@ -99,12 +99,16 @@ pub(crate) struct Outbound<const SLOT: usize> {
     pub(crate) bus_id: String,
     pub(crate) counters: Arc<Counters>,
     pub(crate) mark_key: MetaKey,
-    /// Metadata keys carried by name.
-    pub(crate) meta: Vec<(MetaKey, String)>,
+    /// Metadata keys kept local (`keep_local_meta`); every other entry goes by name.
+    pub(crate) meta: Vec<MetaKey>,
     pub(crate) inflight: usize,
     pub(crate) drain_timeout: Duration,
     types: HashMap<u16, Arc<str>>,
     agents: HashMap<u32, Arc<str>>,
+    meta_names: HashMap<u16, Arc<str>>,
+    /// Subjects by (JetStream, type, destination): built once, then shared (a subject is
+    /// reference-counted bytes).
+    subjects: HashMap<(bool, u16, Option<u32>), async_nats::Subject>,
     permits: Arc<Semaphore>,
     stopping: Arc<AtomicBool>,
 }
@@ -120,7 +124,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
         bus_id: String,
         counters: Arc<Counters>,
         mark_key: MetaKey,
-        meta: Vec<(MetaKey, String)>,
+        meta: Vec<MetaKey>,
         inflight: usize,
         drain_timeout: Duration,
     ) -> Self {
@@ -138,6 +142,8 @@ impl<const SLOT: usize> Outbound<SLOT> {
             drain_timeout,
             types: HashMap::new(),
             agents: HashMap::new(),
+            meta_names: HashMap::new(),
+            subjects: HashMap::new(),
             permits: Arc::new(Semaphore::new(inflight)),
             stopping: Arc::new(AtomicBool::new(false)),
         }
@@ -198,6 +204,15 @@ impl<const SLOT: usize> Outbound<SLOT> {
         Some(name)
     }
 
+    fn meta_name(&mut self, key: MetaKey) -> Option<Arc<str>> {
+        if let Some(n) = self.meta_names.get(&key.raw()) {
+            return Some(Arc::clone(n));
+        }
+        let name: Arc<str> = self.bus.meta_key_name(key)?.into();
+        self.meta_names.insert(key.raw(), Arc::clone(&name));
+        Some(name)
+    }
+
     async fn send(&mut self, item: OutItem<SLOT>) {
         let h = *item.event.header();
         let (Some(type_name), Some(source)) = (
@@ -217,28 +232,44 @@ impl<const SLOT: usize> Outbound<SLOT> {
             },
             None => None,
         };
-        let mut meta: Vec<(&str, u64)> = Vec::new();
+        let mut names: Vec<(Arc<str>, u64)> = Vec::new();
         for (key, value) in h.metadata_entries() {
             if key == self.mark_key {
                 continue;
             }
-            match self.meta.iter().find(|(k, _)| *k == key) {
-                Some((_, name)) => meta.push((name.as_str(), value)),
+            if self.meta.contains(&key) {
+                incr(&self.counters.out_meta_kept_local);
+                continue;
+            }
+            match self.meta_name(key) {
+                Some(name) => names.push((name, value)),
                 None => incr(&self.counters.out_meta_kept_local),
             }
         }
+        let meta: Vec<(&str, u64)> = names.iter().map(|(n, v)| (&**n, *v)).collect();
         let mode = self
             .routes
             .get(usize::from(item.route))
             .copied()
             .unwrap_or_default();
         let jetstream = mode == Mode::JetStream;
-        let subject = subjects::subject(
-            &self.namespace,
-            jetstream,
-            &type_name,
-            destination.as_deref(),
-        );
+        let subject = self
+            .subjects
+            .entry((
+                jetstream,
+                h.event_type().raw(),
+                h.destination().map(|a| a.raw()),
+            ))
+            .or_insert_with(|| {
+                subjects::subject(
+                    &self.namespace,
+                    jetstream,
+                    &type_name,
+                    destination.as_deref(),
+                )
+                .into()
+            })
+            .clone();
         let msg_id = jetstream.then(|| format!("{}.{}", self.bus_id, h.id()));
         let now = self.bus.now_ns();
         let headers = wire::encode(&wire::Outgoing {
@@ -250,6 +281,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
             destination: destination.as_deref(),
             priority: h.priority(),
             correlation: h.correlation_id(),
+            causation: h.causation_id(),
             deadline_in_ns: h.deadline_ns().map(|d| d.saturating_sub(now)),
             meta: &meta,
             msg_id: msg_id.as_deref(),
@@ -273,7 +305,7 @@ impl<const SLOT: usize> Outbound<SLOT> {
     async fn publish_js(
         &self,
         js: jetstream::Context,
-        subject: String,
+        subject: async_nats::Subject,
         headers: async_nats::HeaderMap,
         body: bytes::Bytes,
     ) {

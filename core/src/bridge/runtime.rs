@@ -23,6 +23,7 @@ use super::inbound::{self, Arrival, PendingMap, Sink};
 use super::jetstream::{self, ConsumerSpec};
 use super::mark::WireMark;
 use super::outbound::{self, Outbound};
+use super::sources::SourceMap;
 use super::subjects;
 
 /// Arrivals waiting for the sink (bounded: readers wait when the local bus is slow).
@@ -35,7 +36,8 @@ pub(crate) struct Plan<const SLOT: usize> {
     pub(crate) bus_id: String,
     pub(crate) namespace: String,
     pub(crate) mark: WireMark,
-    pub(crate) meta: Vec<(MetaKey, String)>,
+    /// Metadata keys kept local (not sent).
+    pub(crate) meta: Vec<MetaKey>,
     pub(crate) routes: Vec<Mode>,
     pub(crate) imports: Vec<Import>,
     pub(crate) specs: Vec<ConsumerSpec>,
@@ -44,6 +46,8 @@ pub(crate) struct Plan<const SLOT: usize> {
     pub(crate) max_hops: u8,
     pub(crate) inflight: usize,
     pub(crate) max_remote_agents: usize,
+    /// Agent names declared remote (see `sources`).
+    pub(crate) remote_agents: Vec<String>,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_reconnect_delay: Duration,
     pub(crate) local_full_patience: Duration,
@@ -227,6 +231,7 @@ async fn setup<const SLOT: usize>(
         plan.mark,
         plan.max_hops,
         plan.max_remote_agents,
+        SourceMap::new(plan.remote_agents),
         plan.local_full_patience,
         plan.ack_wait,
         Arc::clone(&counters),

@@ -18,8 +18,10 @@
 //!  Dreamnet-Destination  the destination agent's name (absent: a broadcast)
 //!  Dreamnet-Priority     critical | high | normal | low
 //!  Dreamnet-Correlation  the correlation id (absent: 0)
+//!  Dreamnet-Causation    the causation id: the id of the event that caused this one (absent: 0)
 //!  Dreamnet-Deadline-In  nanoseconds left before the deadline (clocks differ per bus)
-//!  Dreamnet-Meta         one value per metadata entry: "<key name>=<value>"
+//!  Dreamnet-Meta         one value per metadata entry: "<key name>=<value>" (every entry
+//!                        but the bridge's own mark and keys kept local by the builder)
 //!  Nats-Msg-Id           JetStream only: "<bus id>.<event id>", the dedupe key
 //! ```
 //!
@@ -27,6 +29,7 @@
 //! type, destination and metadata ids are then replaced with this bus's ids for the
 //! names above, and the source is the local id of the source's name.
 
+use async_nats::header::HeaderName;
 use async_nats::HeaderMap;
 
 use crate::error::NameError;
@@ -50,6 +53,8 @@ pub const DESTINATION: &str = "Dreamnet-Destination";
 pub const PRIORITY: &str = "Dreamnet-Priority";
 /// Header: the correlation id.
 pub const CORRELATION: &str = "Dreamnet-Correlation";
+/// Header: the causation id (the id, on its origin bus, of the event that caused this one).
+pub const CAUSATION: &str = "Dreamnet-Causation";
 /// Header: nanoseconds left before the deadline.
 pub const DEADLINE_IN: &str = "Dreamnet-Deadline-In";
 /// Header: one `name=value` per metadata entry.
@@ -76,6 +81,8 @@ pub struct Outgoing<'a> {
     pub priority: Priority,
     /// The correlation id.
     pub correlation: u64,
+    /// The causation id.
+    pub causation: u64,
     /// Nanoseconds left before the deadline, if the event has one.
     pub deadline_in_ns: Option<u64>,
     /// Metadata entries by key name.
@@ -84,29 +91,52 @@ pub struct Outgoing<'a> {
     pub msg_id: Option<&'a str>,
 }
 
-/// Builds the headers of one outgoing event.
+/// The header names, built once: a name made from a `&str` at each insert or lookup is
+/// checked and allocated every time.
+mod names {
+    use async_nats::header::HeaderName;
+
+    pub(super) const PATH: HeaderName = HeaderName::from_static(super::PATH);
+    pub(super) const HOPS: HeaderName = HeaderName::from_static(super::HOPS);
+    pub(super) const ID: HeaderName = HeaderName::from_static(super::ID);
+    pub(super) const TYPE: HeaderName = HeaderName::from_static(super::TYPE);
+    pub(super) const SOURCE: HeaderName = HeaderName::from_static(super::SOURCE);
+    pub(super) const DESTINATION: HeaderName = HeaderName::from_static(super::DESTINATION);
+    pub(super) const PRIORITY: HeaderName = HeaderName::from_static(super::PRIORITY);
+    pub(super) const CORRELATION: HeaderName = HeaderName::from_static(super::CORRELATION);
+    pub(super) const CAUSATION: HeaderName = HeaderName::from_static(super::CAUSATION);
+    pub(super) const DEADLINE_IN: HeaderName = HeaderName::from_static(super::DEADLINE_IN);
+    pub(super) const META: HeaderName = HeaderName::from_static(super::META);
+    pub(super) const MSG_ID: HeaderName = HeaderName::from_static(super::MSG_ID);
+}
+
+/// Builds the headers of one outgoing event (one allocation per value; the names are
+/// static).
 pub fn encode(out: &Outgoing<'_>) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(PATH, out.path);
-    h.insert(HOPS, u64::from(out.hops).to_string().as_str());
-    h.insert(ID, out.id.to_string().as_str());
-    h.insert(TYPE, out.type_name);
-    h.insert(SOURCE, out.source);
+    h.insert(names::PATH, out.path);
+    h.insert(names::HOPS, u64::from(out.hops).to_string());
+    h.insert(names::ID, out.id.to_string());
+    h.insert(names::TYPE, out.type_name);
+    h.insert(names::SOURCE, out.source);
     if let Some(d) = out.destination {
-        h.insert(DESTINATION, d);
+        h.insert(names::DESTINATION, d);
     }
-    h.insert(PRIORITY, out.priority.name());
+    h.insert(names::PRIORITY, out.priority.name());
     if out.correlation != 0 {
-        h.insert(CORRELATION, out.correlation.to_string().as_str());
+        h.insert(names::CORRELATION, out.correlation.to_string());
+    }
+    if out.causation != 0 {
+        h.insert(names::CAUSATION, out.causation.to_string());
     }
     if let Some(ns) = out.deadline_in_ns {
-        h.insert(DEADLINE_IN, ns.to_string().as_str());
+        h.insert(names::DEADLINE_IN, ns.to_string());
     }
     for (key, value) in out.meta {
-        h.append(META, format!("{key}={value}").as_str());
+        h.append(names::META, format!("{key}={value}"));
     }
     if let Some(id) = out.msg_id {
-        h.insert(MSG_ID, id);
+        h.insert(names::MSG_ID, id);
     }
     h
 }
@@ -138,37 +168,56 @@ pub enum HeaderError {
     },
 }
 
-/// The headers of one arriving event, checked.
+/// The headers of one arriving event, checked; the names borrow from the message's
+/// headers (nothing is copied until a name is new to this bus).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Incoming {
-    /// Bus ids crossed, origin first.
-    pub path: Vec<String>,
+pub struct Incoming<'a> {
+    /// Bus ids crossed, origin first, comma-separated (each checked as a bus name).
+    pub path: &'a str,
     /// Bridges crossed.
     pub hops: u8,
     /// The id on the origin bus.
     pub id: u64,
     /// The type's name.
-    pub type_name: String,
+    pub type_name: &'a str,
     /// The source's name.
-    pub source: String,
+    pub source: &'a str,
     /// The destination's name (`None`: broadcast).
-    pub destination: Option<String>,
+    pub destination: Option<&'a str>,
     /// The priority.
     pub priority: Priority,
     /// The correlation id.
     pub correlation: u64,
+    /// The causation id (0: none).
+    pub causation: u64,
     /// Nanoseconds left before the deadline.
     pub deadline_in_ns: Option<u64>,
     /// Metadata by key name.
-    pub meta: Vec<(String, u64)>,
+    pub meta: Vec<(&'a str, u64)>,
 }
 
-fn text<'a>(h: &'a HeaderMap, name: &'static str) -> Option<&'a str> {
+impl Incoming<'_> {
+    /// The bus ids on the path, origin first.
+    pub fn path_ids(&self) -> impl Iterator<Item = &str> {
+        self.path.split(',')
+    }
+
+    /// Whether the message comes straight from its origin (one bus on the path).
+    pub fn is_direct(&self) -> bool {
+        !self.path.contains(',')
+    }
+}
+
+fn text(h: &HeaderMap, name: HeaderName) -> Option<&str> {
     h.get(name).map(|v| v.as_str())
 }
 
-fn required<'a>(h: &'a HeaderMap, name: &'static str) -> Result<&'a str, HeaderError> {
-    text(h, name).ok_or(HeaderError::Absent(name))
+fn required<'h>(
+    h: &'h HeaderMap,
+    name: HeaderName,
+    label: &'static str,
+) -> Result<&'h str, HeaderError> {
+    text(h, name).ok_or(HeaderError::Absent(label))
 }
 
 fn number<T: core::str::FromStr>(name: &'static str, value: &str) -> Result<T, HeaderError> {
@@ -178,20 +227,19 @@ fn number<T: core::str::FromStr>(name: &'static str, value: &str) -> Result<T, H
     })
 }
 
-fn bus_name(header: &'static str, value: &str) -> Result<String, HeaderError> {
+fn bus_name<'a>(header: &'static str, value: &'a str) -> Result<&'a str, HeaderError> {
     validate_name(value).map_err(|error| HeaderError::BadName { header, error })?;
-    Ok(value.to_owned())
+    Ok(value)
 }
 
 /// Reads and checks the headers of an arriving event.
-pub fn decode(headers: Option<&HeaderMap>) -> Result<Incoming, HeaderError> {
+pub fn decode(headers: Option<&HeaderMap>) -> Result<Incoming<'_>, HeaderError> {
     let h = headers.ok_or(HeaderError::Missing)?;
-    let path_text = required(h, PATH)?;
-    let path: Vec<String> = path_text
-        .split(',')
-        .map(|id| bus_name(PATH, id))
-        .collect::<Result<_, _>>()?;
-    let priority_text = required(h, PRIORITY)?;
+    let path = required(h, names::PATH, PATH)?;
+    for id in path.split(',') {
+        bus_name(PATH, id)?;
+    }
+    let priority_text = required(h, names::PRIORITY, PRIORITY)?;
     let priority = Priority::ALL
         .into_iter()
         .find(|p| p.name() == priority_text)
@@ -200,7 +248,7 @@ pub fn decode(headers: Option<&HeaderMap>) -> Result<Incoming, HeaderError> {
             value: priority_text.to_owned(),
         })?;
     let mut meta = Vec::new();
-    for entry in h.get_all(META) {
+    for entry in h.get_all(names::META) {
         let entry = entry.as_str();
         let (key, value) = entry.split_once('=').ok_or_else(|| HeaderError::BadValue {
             name: META,
@@ -210,19 +258,23 @@ pub fn decode(headers: Option<&HeaderMap>) -> Result<Incoming, HeaderError> {
     }
     Ok(Incoming {
         path,
-        hops: number(HOPS, required(h, HOPS)?)?,
-        id: number(ID, required(h, ID)?)?,
-        type_name: bus_name(TYPE, required(h, TYPE)?)?,
-        source: bus_name(SOURCE, required(h, SOURCE)?)?,
-        destination: text(h, DESTINATION)
+        hops: number(HOPS, required(h, names::HOPS, HOPS)?)?,
+        id: number(ID, required(h, names::ID, ID)?)?,
+        type_name: bus_name(TYPE, required(h, names::TYPE, TYPE)?)?,
+        source: bus_name(SOURCE, required(h, names::SOURCE, SOURCE)?)?,
+        destination: text(h, names::DESTINATION)
             .map(|d| bus_name(DESTINATION, d))
             .transpose()?,
         priority,
-        correlation: text(h, CORRELATION)
+        correlation: text(h, names::CORRELATION)
             .map(|c| number(CORRELATION, c))
             .transpose()?
             .unwrap_or(0),
-        deadline_in_ns: text(h, DEADLINE_IN)
+        causation: text(h, names::CAUSATION)
+            .map(|c| number(CAUSATION, c))
+            .transpose()?
+            .unwrap_or(0),
+        deadline_in_ns: text(h, names::DEADLINE_IN)
             .map(|d| number(DEADLINE_IN, d))
             .transpose()?,
         meta,
@@ -250,7 +302,7 @@ mod tests {
             path in proptest::collection::vec("[a-z0-9-]{1,8}", 1..4),
             hops: u8, id: u64, ty in name(), source in name(),
             destination in proptest::option::of(name()),
-            p in 0u8..4, correlation: u64,
+            p in 0u8..4, correlation: u64, causation: u64,
             deadline in proptest::option::of(any::<u64>()),
             meta in proptest::collection::vec((name(), any::<u64>()), 0..3),
         ) {
@@ -259,13 +311,15 @@ mod tests {
             let priority = Priority::from_u8(p).unwrap_or(Priority::Low);
             let headers = encode(&Outgoing {
                 path: &path_text, hops, id, type_name: &ty, source: &source,
-                destination: destination.as_deref(), priority, correlation,
+                destination: destination.as_deref(), priority, correlation, causation,
                 deadline_in_ns: deadline, meta: &meta_refs, msg_id: None,
             });
             let got = decode(Some(&headers)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let meta_refs: Vec<(&str, u64)> = meta.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             prop_assert_eq!(got, Incoming {
-                path, hops, id, type_name: ty, source, destination, priority, correlation,
-                deadline_in_ns: deadline, meta,
+                path: &path_text, hops, id, type_name: &ty, source: &source,
+                destination: destination.as_deref(), priority, correlation,
+                causation, deadline_in_ns: deadline, meta: meta_refs,
             });
         }
     }
