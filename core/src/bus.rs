@@ -83,8 +83,6 @@ pub struct Bus<const SLOT: usize = DEFAULT_SLOT> {
     shard_progress: Vec<Arc<ShardProgress>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     worker_threads: Vec<ThreadId>,
-    /// The workers' handles, to unpark them (`wake_workers`).
-    worker_wakers: Vec<std::thread::Thread>,
     /// Where refused subscriptions' alerts are published from (see `bus/shield.rs`).
     alert_publisher: shield::AlertPublisher<SLOT>,
     /// Each shard's journal counters and durable watermark (`bus/durable.rs`); empty
@@ -197,7 +195,6 @@ impl<const SLOT: usize> Bus<SLOT> {
             shard_progress,
             workers: Mutex::new(Vec::new()),
             worker_threads: Vec::new(),
-            worker_wakers: Vec::new(),
             alert_publisher: Mutex::new(None),
             #[cfg(feature = "journal")]
             journals,
@@ -220,9 +217,11 @@ impl<const SLOT: usize> Bus<SLOT> {
         };
         let wait = self.shared.config.wait;
         let mut handles = Vec::new();
+        let shared = Arc::clone(&self.shared);
         for (i, mut shard) in shards.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let counters = Arc::clone(&self.shard_counters[i]);
+            let shared = Arc::clone(&shared);
             let handle = std::thread::Builder::new()
                 .name(format!("dreamnet-shard-{i}"))
                 .spawn(move || {
@@ -232,11 +231,13 @@ impl<const SLOT: usize> Bus<SLOT> {
                             counters.pin_failed.incr();
                         }
                     }
-                    run_worker(&mut shard, wait);
+                    let wakeup = &shared.wakeups[i];
+                    wakeup.register();
+                    shared.mailboxes[i].set_worker();
+                    run_worker(&mut shard, wait, wakeup);
                 })
                 .map_err(|e| BusError::Spawn(e.to_string()))?;
             self.worker_threads.push(handle.thread().id());
-            self.worker_wakers.push(handle.thread().clone());
             handles.push(handle);
         }
         *self.workers.get_mut().unwrap_or_else(|p| p.into_inner()) = handles;
@@ -306,17 +307,6 @@ impl<const SLOT: usize> Bus<SLOT> {
     /// The name of an agent.
     pub fn agent_name(&self, agent: AgentId) -> Option<String> {
         self.plane().names.agent_name(agent).map(str::to_owned)
-    }
-
-    /// Wakes the shard workers that are parked (`WaitStrategy::Park`) now, instead of at
-    /// their next park timeout (which the OS's timer slack stretches to about 100 us).
-    /// For a publisher that runs rarely and cares for latency, like the NATS bridge after
-    /// publishing what arrived from the wire. Cheap when the workers are busy (a flag per
-    /// worker); does nothing in poll mode.
-    pub fn wake_workers(&self) {
-        for worker in &self.worker_wakers {
-            worker.unpark();
-        }
     }
 
     /// The name of a metadata key (the NATS bridge carries metadata across by name).
@@ -939,11 +929,16 @@ fn footprint(s: &Subscription, shard: usize) -> Footprint {
 }
 
 /// A worker's loop: poll, wait when idle, and after `Stop`, drain and leave.
-fn run_worker<const SLOT: usize>(shard: &mut Shard<SLOT>, wait: crate::wait::WaitStrategy) {
+fn run_worker<const SLOT: usize>(
+    shard: &mut Shard<SLOT>,
+    wait: crate::wait::WaitStrategy,
+    wakeup: &crate::wakeup::Wakeup,
+) {
     let mut waiter = Waiter::new(wait);
     loop {
         if shard.poll(256) > 0 {
             waiter.reset();
+            wakeup.awake();
             continue;
         }
         if shard.stop_requested() {
@@ -955,6 +950,6 @@ fn run_worker<const SLOT: usize>(shard: &mut Shard<SLOT>, wait: crate::wait::Wai
             }
             continue;
         }
-        waiter.wait();
+        waiter.wait_or(|max| wakeup.park(max, || shard.is_idle()));
     }
 }

@@ -152,6 +152,7 @@ pub mod timer_wheel;
 mod transform;
 mod type_tag;
 mod wait;
+mod wakeup;
 pub mod window;
 
 pub use backoff::{Jitter, RetryPolicy};

@@ -20,7 +20,8 @@
 //! subscription before dispatching the event (see `Shard::drain_level`).
 
 use std::sync::atomic::Ordering::{Acquire, Release};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use crossbeam_utils::CachePadded;
@@ -34,6 +35,9 @@ pub(crate) struct Mailbox<const SLOT: usize> {
     sender: Mutex<Sender<Control<SLOT>>>,
     /// Messages posted so far; the last message's ticket.
     posted: CachePadded<AtomicU64>,
+    /// The shard's worker thread (worker mode): unparked after each post, so a parked
+    /// worker applies a control message now, not at its next park timeout.
+    worker: OnceLock<Thread>,
 }
 
 /// The receiving side, owned by the shard.
@@ -51,6 +55,7 @@ impl<const SLOT: usize> Mailbox<SLOT> {
         let mailbox = Arc::new(Mailbox {
             sender: Mutex::new(sender),
             posted: CachePadded::new(AtomicU64::new(0)),
+            worker: OnceLock::new(),
         });
         let inbox = Inbox {
             mailbox: Arc::clone(&mailbox),
@@ -69,7 +74,15 @@ impl<const SLOT: usize> Mailbox<SLOT> {
         let ticket = self.posted.load(Acquire) + 1;
         self.posted.store(ticket, Release);
         drop(sender);
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
         ticket
+    }
+
+    /// Called by the shard's worker thread before its loop: the thread `post` unparks.
+    pub(crate) fn set_worker(&self) {
+        let _ = self.worker.set(std::thread::current());
     }
 }
 

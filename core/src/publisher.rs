@@ -578,6 +578,7 @@ impl<const SLOT: usize> Publisher<SLOT> {
         // SAFETY: the first `written` slots of the chunk were initialised by `write`
         // above (a prefix: the loop stops at the first slot it could not write).
         unsafe { chunk.commit(written) };
+        self.shared.wake_parked(mask);
         self.counters.shards[first]
             .enqueued
             .add(priority, written as u64);

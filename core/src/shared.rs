@@ -36,9 +36,26 @@ pub(crate) struct Shared<const SLOT: usize> {
     pub(crate) redrives: Vec<Arc<RedriveQueue<SLOT>>>,
     /// The security policy, if one is set (see `policy/shield.rs`, `bus/shield.rs`).
     pub(crate) shield: crate::policy::Shield,
+    /// Each shard's sleep mark: publishers wake a parked worker (`wakeup.rs`).
+    pub(crate) wakeups: Box<[crate::wakeup::Wakeup]>,
 }
 
 impl<const SLOT: usize> Shared<SLOT> {
+    /// After a publish committed to the shards in `mask`: wakes those whose worker is
+    /// parked (one load per shard otherwise; `wakeup.rs`).
+    #[inline(always)]
+    pub(crate) fn wake_parked(&self, mask: u64) {
+        crate::barrier::light();
+        let mut bits = mask;
+        while bits != 0 {
+            let s = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(w) = self.wakeups.get(s) {
+                w.notify();
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
@@ -60,6 +77,9 @@ impl<const SLOT: usize> Shared<SLOT> {
             schedule,
             redrives,
             shield: crate::policy::Shield::default(),
+            wakeups: (0..config.shards)
+                .map(|_| crate::wakeup::Wakeup::default())
+                .collect(),
             config,
         }
     }

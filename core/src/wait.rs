@@ -42,6 +42,12 @@ impl Waiter {
 
     /// Waits once.
     pub(crate) fn wait(&mut self) {
+        self.wait_or(std::thread::park_timeout);
+    }
+
+    /// Waits once; at the parking step, calls `park` with the strategy's longest sleep
+    /// (a worker parks through its shard's sleep mark, `wakeup.rs`).
+    pub(crate) fn wait_or(&mut self, park: impl FnOnce(Duration)) {
         self.step = self.step.saturating_add(1);
         match self.strategy {
             WaitStrategy::Spin => core::hint::spin_loop(),
@@ -50,7 +56,7 @@ impl Waiter {
             WaitStrategy::Park(_) if self.step <= SPIN_STEPS + YIELD_STEPS => {
                 std::thread::yield_now()
             }
-            WaitStrategy::Park(max) => std::thread::park_timeout(max),
+            WaitStrategy::Park(max) => park(max),
         }
     }
 }

@@ -19,8 +19,8 @@
 //!    interleaved (half the rate each, so both see the same machine): each message is
 //!    stamped with the time it was due (so a stall counts in full), and the peer records
 //!    arrival minus stamp: one-way latency from send to the handler in the other process.
-//!    After each bridged publish the sender calls `Bus::wake_workers` (the sending bus's
-//!    idle workers would otherwise take the event at their next park timeout).
+//!    A bridged publish wakes the sending bus's parked worker itself (the bus's
+//!    publishers do, through the shard's sleep mark).
 
 pub mod peer;
 
@@ -467,13 +467,6 @@ impl Sender {
             }
             let k = (i % paths.len() as u64) as usize;
             self.send(paths[k], due)?;
-            if paths[k] != "raw" {
-                // A publisher that publishes now and then and cares for latency wakes the
-                // parked workers (else an idle worker takes the event at its next park
-                // timeout, ~100 us with the OS's timer slack: the bus's idle policy, not
-                // the bridge). The peer's bridge does the same on its side.
-                self.bus.wake_workers();
-            }
             sent[k] += 1;
         }
         Ok(sent)

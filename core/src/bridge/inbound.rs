@@ -409,13 +409,8 @@ impl<const SLOT: usize> Sink<SLOT> {
                 return Err(DropReason::Closed);
             };
             match publisher.try_publish(event) {
-                Ok(receipt) => {
-                    // Parked workers take it now, not at their next park timeout: this
-                    // publisher runs once per message from the wire, so the workers are
-                    // often idle and parked when it does.
-                    self.bus.wake_workers();
-                    return Ok(receipt.shards);
-                }
+                // A parked worker is woken by the publish itself (`wakeup.rs`).
+                Ok(receipt) => return Ok(receipt.shards),
                 Err(PublishError::Full(e)) | Err(PublishError::Timeout(e)) => {
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.patience);
                     if Instant::now() >= deadline {
