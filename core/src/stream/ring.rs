@@ -30,11 +30,14 @@
 //! The two sides are a Dekker pair (store, fence, load on each side): `barrier::light` on
 //! the producer's hot path, `barrier::heavy` on the consumer's way to sleep.
 //!
-//! Tests: a model proptest (one thread), a two-thread stress test that fails on a producer
-//! ignoring `HELD` (checked by breaking it on purpose), and two loom models (`loom_*`,
-//! `--cfg loom`). Caveat: a deliberately broken producer also passed the loom model of
-//! held entries (loom ran a single schedule of it), so the stress test is the one that
-//! holds that property today.
+//! Tests: a model proptest (one thread, holds let go of consumed or not, `head` checked
+//! against the entries gone), a two-thread stress test that fails on a producer ignoring
+//! `HELD` (checked by breaking it on purpose), a two-thread stress test and a loom model
+//! that every step of `head` is a release or a reported eviction (both fail, as does the
+//! model, on a producer reporting one eviction where it made two; checked by breaking it
+//! on purpose), and a loom model of wake-ups (`loom_*`, `--cfg loom`). Caveat: a
+//! deliberately broken producer also passed the loom model of held entries (loom ran a
+//! single schedule of it), so the stress test is the one that holds that property today.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -561,6 +564,59 @@ mod loom_tests {
                 }
             }
             producer.join().unwrap();
+        });
+    }
+
+    /// Every step `head` takes is a release by the consumer or an eviction the producer
+    /// reports, including when the consumer lets go of a held entry unconsumed (as
+    /// `try_next_ref` does to report a lag) after the producer stored one beside it: the
+    /// next push then evicts two, and must say two. The `held` handshake (yields, not
+    /// preemptions) brings the producer to the consumer's hold within loom's preemption
+    /// bound; the pushes after it race the `unhold` freely.
+    #[test]
+    fn loom_every_step_of_head_is_a_release_or_a_reported_eviction() {
+        loom::model(|| {
+            let ring = Arc::new(StreamRing::try_new(1, &0u64).unwrap());
+            let held = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let (ring, held) = (Arc::clone(&ring), Arc::clone(&held));
+                loom::thread::spawn(move || {
+                    let mut evicted = 0;
+                    let mut count = |pushed| {
+                        if let Pushed::Evicted(n) = pushed {
+                            evicted += n;
+                        }
+                    };
+                    count(ring.push(&1, true));
+                    while !held.load(Acquire) {
+                        loom::thread::yield_now();
+                    }
+                    count(ring.push(&2, true));
+                    loom::thread::yield_now();
+                    count(ring.push(&3, true));
+                    evicted
+                })
+            };
+            let pos = loop {
+                if let Some((pos, _)) = ring.hold() {
+                    break pos;
+                }
+                loom::thread::yield_now();
+            };
+            held.store(true, Release);
+            loom::thread::yield_now();
+            ring.unhold(pos);
+            let mut released = 0;
+            if let Some((pos, _)) = ring.hold() {
+                ring.release(pos);
+                released += 1;
+            }
+            let evicted = producer.join().unwrap();
+            while let Some((pos, _)) = ring.hold() {
+                ring.release(pos);
+                released += 1;
+            }
+            assert_eq!(ring.head(), released + evicted);
         });
     }
 
