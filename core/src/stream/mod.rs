@@ -9,6 +9,8 @@
 //! counted in [`StreamStats`]: nothing is lost without being counted.
 
 mod ring;
+#[cfg(all(test, not(loom)))]
+mod tests;
 mod wake;
 
 use std::sync::Arc;
@@ -146,9 +148,9 @@ impl<const SLOT: usize> StreamProducer<SLOT> {
         let evict = s.policy != StreamPolicy::Backpressure;
         match s.ring.push(delivery.event(), evict) {
             Pushed::Stored => s.stored.incr(),
-            Pushed::Evicted => {
+            Pushed::Evicted(n) => {
                 s.stored.incr();
-                s.dropped.incr();
+                s.dropped.add(n);
             }
             Pushed::Full => {
                 s.backpressured.incr();

@@ -18,17 +18,26 @@
 //!   oldest is held (the held entry is as good as consumed). With that slot taken too and
 //!   the oldest still held, nothing can be evicted: the new entry is refused
 //!   ([`Pushed::RefusedNew`]) and the caller counts it.
+//! - The consumer may also let go of a held entry *unconsumed* (`unhold`, to report a lag
+//!   first). If the producer stored the extra entry meanwhile, the queue is then
+//!   `capacity + 1` long with nothing held, and the next push must evict two entries to
+//!   make room: [`Pushed::Evicted`] says how many, so that every step of `head` the
+//!   producer takes is counted (the consumer reports `head` steps it did not take as
+//!   lag, and the two must agree).
 //!
 //! Waking: the consumer raises `sleeping` before it blocks, and the producer checks it
 //! after each write, so a spinning consumer costs the producer no syscall and no lock.
 //! The two sides are a Dekker pair (store, fence, load on each side): `barrier::light` on
 //! the producer's hot path, `barrier::heavy` on the consumer's way to sleep.
 //!
-//! Tests: a model proptest (one thread), a two-thread stress test that fails on a producer
-//! ignoring `HELD` (checked by breaking it on purpose), and two loom models (`loom_*`,
-//! `--cfg loom`). Caveat: a deliberately broken producer also passed the loom model of
-//! held entries (loom ran a single schedule of it), so the stress test is the one that
-//! holds that property today.
+//! Tests: a model proptest (one thread, holds let go of consumed or not, `head` checked
+//! against the entries gone), a two-thread stress test that fails on a producer ignoring
+//! `HELD` (checked by breaking it on purpose), a two-thread stress test and a loom model
+//! that every step of `head` is a release or a reported eviction (both fail, as does the
+//! model, on a producer reporting one eviction where it made two; checked by breaking it
+//! on purpose), and a loom model of wake-ups (`loom_*`, `--cfg loom`). Caveat: a
+//! deliberately broken producer also passed the loom model of held entries (loom ran a
+//! single schedule of it), so the stress test is the one that holds that property today.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -46,8 +55,10 @@ const HELD: u64 = 1 << 63;
 pub(crate) enum Pushed {
     /// Stored; nothing gave way.
     Stored,
-    /// Stored after evicting the oldest entry (only when eviction was allowed).
-    Evicted,
+    /// Stored after evicting this many of the oldest entries (only when eviction was
+    /// allowed): 1, or 2 right after the consumer let go of a held entry unconsumed while
+    /// the extra slot beside it was taken (see the module docs).
+    Evicted(u64),
     /// Not stored: the ring is full and eviction was not allowed (`Backpressure`).
     Full,
     /// Not stored: the ring is full, eviction was allowed, but the oldest entry is held
@@ -118,7 +129,8 @@ impl<T: Clone> StreamRing<T> {
     /// entry. Must only be called by the one producer.
     pub(crate) fn push(&self, value: &T, evict: bool) -> Pushed {
         let tail = self.tail.load(Relaxed);
-        let mut evicted = false;
+        // Each successful CAS below is one entry gone: count them all (there can be two).
+        let mut evicted = 0u64;
         loop {
             let raw = self.head.load(Acquire);
             let head = raw & !HELD;
@@ -146,7 +158,7 @@ impl<T: Clone> StreamRing<T> {
                 .compare_exchange(raw, head + 1, AcqRel, Acquire)
                 .is_ok()
             {
-                evicted = true;
+                evicted += 1;
             }
         }
         // SAFETY: only the producer writes slots, and slot `tail` is free: the queue is
@@ -157,8 +169,8 @@ impl<T: Clone> StreamRing<T> {
         // `Release` store of `tail` below.
         unsafe { *self.slot(tail).get() = value.clone() };
         self.tail.store(tail + 1, Release);
-        if evicted {
-            Pushed::Evicted
+        if evicted > 0 {
+            Pushed::Evicted(evicted)
         } else {
             Pushed::Stored
         }
@@ -273,7 +285,7 @@ mod tests {
         assert_eq!(ring.push(&4, true), Pushed::RefusedNew);
         assert_eq!(ring.push(&4, false), Pushed::Full);
         ring.release(pos);
-        assert_eq!(ring.push(&4, true), Pushed::Evicted, "2 gives way");
+        assert_eq!(ring.push(&4, true), Pushed::Evicted(1), "2 gives way");
         let got: Vec<u64> = core::iter::from_fn(|| {
             let (p, v) = ring.hold()?;
             let v = *v;
@@ -298,13 +310,17 @@ mod tests {
             let (ring, holds) = (std::sync::Arc::clone(&ring), std::sync::Arc::clone(&holds));
             std::thread::spawn(move || {
                 // Keeps pushing until the consumer has held enough entries.
-                let mut v = 0;
+                let (mut v, mut last_stored) = (0, 0);
                 while holds.load(Relaxed) < HOLDS {
                     v += 1;
-                    ring.push(&v, true);
+                    // The last push may be refused (`RefusedNew`, the oldest held): only
+                    // a stored value can come out.
+                    if matches!(ring.push(&v, true), Pushed::Stored | Pushed::Evicted(_)) {
+                        last_stored = v;
+                    }
                 }
                 let _ = ring.close();
-                v
+                last_stored
             })
         };
         let mut last = 0u64;
@@ -330,11 +346,104 @@ mod tests {
             holds.fetch_add(1, Relaxed);
             ring.release(pos);
         }
-        let pushed = producer.join().unwrap();
+        let last_stored = producer.join().unwrap();
         assert_eq!(
-            last, pushed,
-            "the last value is never evicted: nothing came after it"
+            last, last_stored,
+            "the last value stored is never evicted: nothing came after it"
         );
+    }
+
+    /// A held entry let go of unconsumed while the extra slot beside it was taken leaves
+    /// `capacity + 1` entries and nothing held: the next push evicts two, and says so
+    /// (it once said `Evicted` for both, and the stream counted one drop where the
+    /// consumer, seeing `head` two steps on, reported two).
+    #[test]
+    fn a_push_after_an_unhold_over_capacity_evicts_two_and_counts_both() {
+        let ring = StreamRing::try_new(2, &0u64).unwrap();
+        assert_eq!(ring.push(&1, true), Pushed::Stored);
+        assert_eq!(ring.push(&2, true), Pushed::Stored);
+        let (pos, _) = ring.hold().unwrap();
+        assert_eq!(ring.push(&3, true), Pushed::Stored, "beside the held one");
+        ring.unhold(pos);
+        assert_eq!(ring.len(), 3, "one over capacity, nothing held");
+        assert_eq!(ring.push(&4, true), Pushed::Evicted(2));
+        assert_eq!(
+            ring.head(),
+            2,
+            "head moved exactly as many steps as reported"
+        );
+        let (pos, v) = ring.hold().unwrap();
+        assert_eq!(*v, 3);
+        ring.release(pos);
+    }
+
+    /// Two real threads: the producer evicts at full speed and adds up the evictions it
+    /// reports; the consumer holds each entry a moment, then half the time releases it
+    /// and half the time lets go of it unconsumed (as `try_next_ref` does to report a
+    /// lag). At the end, every step `head` took is a release or a reported eviction.
+    #[test]
+    fn every_step_of_head_is_a_release_or_a_reported_eviction() {
+        use std::sync::atomic::AtomicU64 as StdU64;
+        const ROUNDS: u64 = 20_000;
+        for capacity in [1, 2, 3] {
+            let ring = std::sync::Arc::new(StreamRing::try_new(capacity, &0u64).unwrap());
+            let rounds = std::sync::Arc::new(StdU64::new(0));
+            let producer = {
+                let (ring, rounds) = (std::sync::Arc::clone(&ring), std::sync::Arc::clone(&rounds));
+                std::thread::spawn(move || {
+                    // Pushes until the consumer has held enough entries, so the two
+                    // overlap however the threads are scheduled.
+                    let (mut stored, mut evicted, mut v) = (0u64, 0u64, 0u64);
+                    while rounds.load(Relaxed) < ROUNDS {
+                        v += 1;
+                        match ring.push(&v, true) {
+                            Pushed::Stored => stored += 1,
+                            Pushed::Evicted(n) => {
+                                stored += 1;
+                                evicted += n;
+                            }
+                            Pushed::RefusedNew => {}
+                            Pushed::Full => panic!("evicting pushes are never Full"),
+                        }
+                    }
+                    let _ = ring.close();
+                    (stored, evicted)
+                })
+            };
+            let (mut released, mut round) = (0u64, 0u64);
+            loop {
+                let closed = ring.is_closed();
+                let Some((pos, _)) = ring.hold() else {
+                    if closed {
+                        break;
+                    }
+                    continue;
+                };
+                round += 1;
+                rounds.store(round, Relaxed);
+                for _ in 0..(round % 7) * 10 {
+                    std::hint::spin_loop();
+                }
+                if round % 2 == 0 {
+                    ring.unhold(pos);
+                    for _ in 0..(round % 5) * 10 {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    ring.release(pos);
+                    released += 1;
+                }
+            }
+            let (stored, evicted) = producer.join().unwrap();
+            assert_eq!(ring.len(), 0);
+            assert_eq!(
+                ring.head(),
+                released + evicted,
+                "capacity {capacity}: head moved {} steps, {released} released, {evicted} evictions reported",
+                ring.head()
+            );
+            assert_eq!(ring.head(), stored, "capacity {capacity}");
+        }
     }
 
     #[derive(Clone, Debug)]
@@ -343,6 +452,7 @@ mod tests {
         Pop,
         Hold,
         Release,
+        Unhold,
     }
 
     proptest! {
@@ -352,13 +462,16 @@ mod tests {
         fn ring_matches_a_deque_model(
             cap in 1usize..5,
             ops in proptest::collection::vec(prop_oneof![
-                any::<bool>().prop_map(Op::Push), Just(Op::Pop), Just(Op::Hold), Just(Op::Release)
+                any::<bool>().prop_map(Op::Push), Just(Op::Pop), Just(Op::Hold), Just(Op::Release),
+                Just(Op::Unhold)
             ], 0..200),
         ) {
             let ring = StreamRing::try_new(cap, &0u64).unwrap();
             let mut model: VecDeque<u64> = VecDeque::new();
             let mut held: Option<u64> = None;
             let mut next = 1u64;
+            // Entries gone from the front (consumed or evicted): where `head` must be.
+            let mut gone = 0u64;
             for op in ops {
                 match op {
                     Op::Push(evict) => {
@@ -370,16 +483,22 @@ mod tests {
                         } else if held.is_some() {
                             Pushed::RefusedNew
                         } else {
-                            Pushed::Evicted
+                            // Down to `cap - 1`, so the new one fits: two after an unhold
+                            // left `cap + 1`.
+                            Pushed::Evicted((model.len() + 1 - cap) as u64)
                         };
                         prop_assert_eq!(ring.push(&next, evict), expect);
-                        if expect == Pushed::Evicted { model.pop_front(); }
-                        if matches!(expect, Pushed::Stored | Pushed::Evicted) { model.push_back(next); }
+                        if let Pushed::Evicted(n) = expect {
+                            for _ in 0..n { model.pop_front(); }
+                            gone += n;
+                        }
+                        if matches!(expect, Pushed::Stored | Pushed::Evicted(_)) { model.push_back(next); }
                         next += 1;
                     }
                     Op::Pop if held.is_none() => {
                         let got = ring.hold().map(|(p, v)| { let v = *v; ring.release(p); v });
                         prop_assert_eq!(got, model.pop_front());
+                        gone += u64::from(got.is_some());
                     }
                     Op::Hold if held.is_none() => {
                         let got = ring.hold().map(|(p, v)| { held = Some(p); *v });
@@ -389,11 +508,19 @@ mod tests {
                         if let Some(p) = held.take() {
                             ring.release(p);
                             model.pop_front();
+                            gone += 1;
+                        }
+                    }
+                    Op::Unhold => {
+                        // Let go of unconsumed: it stays the oldest.
+                        if let Some(p) = held.take() {
+                            ring.unhold(p);
                         }
                     }
                     _ => {}
                 }
                 prop_assert_eq!(ring.len(), model.len() as u64);
+                prop_assert_eq!(ring.head(), gone);
             }
         }
     }
@@ -437,6 +564,59 @@ mod loom_tests {
                 }
             }
             producer.join().unwrap();
+        });
+    }
+
+    /// Every step `head` takes is a release by the consumer or an eviction the producer
+    /// reports, including when the consumer lets go of a held entry unconsumed (as
+    /// `try_next_ref` does to report a lag) after the producer stored one beside it: the
+    /// next push then evicts two, and must say two. The `held` handshake (yields, not
+    /// preemptions) brings the producer to the consumer's hold within loom's preemption
+    /// bound; the pushes after it race the `unhold` freely.
+    #[test]
+    fn loom_every_step_of_head_is_a_release_or_a_reported_eviction() {
+        loom::model(|| {
+            let ring = Arc::new(StreamRing::try_new(1, &0u64).unwrap());
+            let held = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let (ring, held) = (Arc::clone(&ring), Arc::clone(&held));
+                loom::thread::spawn(move || {
+                    let mut evicted = 0;
+                    let mut count = |pushed| {
+                        if let Pushed::Evicted(n) = pushed {
+                            evicted += n;
+                        }
+                    };
+                    count(ring.push(&1, true));
+                    while !held.load(Acquire) {
+                        loom::thread::yield_now();
+                    }
+                    count(ring.push(&2, true));
+                    loom::thread::yield_now();
+                    count(ring.push(&3, true));
+                    evicted
+                })
+            };
+            let pos = loop {
+                if let Some((pos, _)) = ring.hold() {
+                    break pos;
+                }
+                loom::thread::yield_now();
+            };
+            held.store(true, Release);
+            loom::thread::yield_now();
+            ring.unhold(pos);
+            let mut released = 0;
+            if let Some((pos, _)) = ring.hold() {
+                ring.release(pos);
+                released += 1;
+            }
+            let evicted = producer.join().unwrap();
+            while let Some((pos, _)) = ring.hold() {
+                ring.release(pos);
+                released += 1;
+            }
+            assert_eq!(ring.head(), released + evicted);
         });
     }
 
