@@ -66,16 +66,16 @@
 //!
 //! - `metrics`: [`analytics::MetricsExporter`], live analytics through the `metrics`
 //!   facade (0.24), for any exporter (Prometheus, StatsD, ...).
-//! - `journal`: the on-disk journal, and [`analytics::JournalAnalyzer`] over it.
+//! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay),
+//!   `BusBuilder::journal` (each shard appends what it drains to its own journal before
+//!   any handler sees it), `Bus::replayer` (a journal replayed into a bus), and
+//!   [`analytics::JournalAnalyzer`] (offline analytics over a journal).
 //! - `cli`: the `dreamnet` binary (journal tools, `report`).
 //! - `nats`: the `bridge` module, a bridge to NATS (core and JetStream) that carries
 //!   events between processes and machines (async-nats 0.51, rustc 1.89). Off by default;
 //!   with it on, a bus without a bridge runs the same code.
 //! - `cron`: `Bus::cron` and `recurring::Recurrence::cron`, recurring schedules from cron
 //!   expressions (the `cron` crate). `Bus::every` and the `window` module need no feature.
-//! - `journal`: the `journal` module (segment files on memmap2, CRC-32C records, replay)
-//!   and `BusBuilder::journal`: each shard appends what it drains to its own journal
-//!   before any handler sees it; `Bus::replayer` replays a journal into a bus.
 //! - `async`: [`EventStream`] is also a `futures_core::Stream` (tokio and other
 //!   executors); pulls in `futures-core` only.
 //!
