@@ -109,7 +109,8 @@ fn expected<const SLOT: usize>(b: &[u8]) -> Result<(), DecodeError> {
             max: META_ENTRIES,
         });
     }
-    if b[57..64].iter().any(|x| *x != 0)
+    // Byte 57 is the hop count (any value); 58..64 are reserved.
+    if b[58..64].iter().any(|x| *x != 0)
         || u16_at(b, OFF_RESERVED2) != 0
         || b[OFF_RESERVED3..HEADER_SIZE].iter().any(|x| *x != 0)
     {
